@@ -1,0 +1,161 @@
+//! The cache layer: fast, possibly lossy, holds per counter the best-known
+//! total and the pending delta not yet in the store.
+
+use async_trait::async_trait;
+
+use crate::batch::{Batch, BatchId};
+use crate::cell::{Cell, SliceId};
+use crate::error::Result;
+use crate::key::Key;
+
+/// What a cache backend can do; the engine and the conformance suite adapt
+/// to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheCapabilities {
+    /// Short name for logs and test names (`memory`, `redis`, ...).
+    pub name: &'static str,
+    /// Several processes can share this cache (and see each other's totals).
+    pub shared: bool,
+    /// Claims are atomic across processes (two flushers never take the same delta).
+    pub atomic_claim: bool,
+    /// Claims survive the death of the process that made them, so another
+    /// process can recover them.
+    pub durable_claims: bool,
+    /// Most cells worth claiming in one call.
+    pub max_claim: usize,
+}
+
+impl CacheCapabilities {
+    /// Capabilities of a backend named `name`, with conservative defaults
+    /// (not shared, no cross-process claims, 1,000 cells per claim).
+    pub fn new(name: &'static str) -> Self {
+        CacheCapabilities {
+            name,
+            shared: false,
+            atomic_claim: false,
+            durable_claims: false,
+            max_claim: 1_000,
+        }
+    }
+}
+
+/// Outcome of adding to a cached counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheIncr {
+    /// Added; the new total and the pending delta (total minus the part
+    /// handed to the store).
+    Applied {
+        /// The counter's new total.
+        total: i64,
+        /// Its pending delta after the increment.
+        pending: i64,
+    },
+    /// The counter is not cached; nothing changed. The engine loads it with
+    /// [`CacheLayer::load`] and tries again.
+    Missing,
+}
+
+/// A cached cell's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CachedValue {
+    /// Best-known total (for a time slice: the pending delta, as the cache
+    /// holds no base for slices).
+    pub total: i64,
+    /// Part of the total not yet handed to the store.
+    pub pending: i64,
+}
+
+/// A cell with a pending delta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirtyCell {
+    /// The cell.
+    pub cell: Cell,
+    /// Its pending delta when listed.
+    pub pending: i64,
+    /// When it went from clean to dirty, milliseconds since the epoch.
+    pub dirty_since_ms: u64,
+}
+
+/// Gauges a cache reports about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// Cells with a pending delta.
+    pub dirty_cells: u64,
+    /// When the oldest dirty cell became dirty (ms since the epoch), if any.
+    pub oldest_dirty_ms: Option<u64>,
+    /// Claims recorded and not acknowledged.
+    pub open_claims: u64,
+}
+
+/// A cache backend.
+///
+/// The protocol (DESIGN.md, "one workable flush protocol"): per counter the
+/// cache keeps a total `T` and a flushed mark `F`; the pending delta is
+/// `T - F`. An increment adds to `T` atomically and returns it. A claim sets
+/// `F := T` atomically per cell and records the claimed deltas under a batch
+/// identity until they are acknowledged; a claim whose owner died is found
+/// with [`claims`](Self::claims) and applied again under the same identity.
+///
+/// All methods must leave the cache unchanged when they return an error,
+/// and must never turn a missing counter into a wrong total: a counter whose
+/// total is lost reports [`CacheIncr::Missing`] until it is loaded.
+#[async_trait]
+pub trait CacheLayer: Send + Sync + std::fmt::Debug + 'static {
+    /// What this cache can do.
+    fn capabilities(&self) -> CacheCapabilities;
+
+    /// A synchronous increment for in-process caches, so the hot path needs
+    /// no future and no allocation. `None` means "no fast path: use
+    /// [`incr`](Self::incr)".
+    fn incr_now(&self, key: &Key, delta: i64) -> Option<Result<CacheIncr>> {
+        let _ = (key, delta);
+        None
+    }
+
+    /// Adds `delta` to a cached counter's total. Fails with
+    /// [`Overflow`](crate::ErrorKind::Overflow), changing nothing, if the
+    /// total or the pending delta would leave the i64 range.
+    async fn incr(&self, key: &Key, delta: i64) -> Result<CacheIncr>;
+
+    /// Installs a counter that is not cached, with flushed mark `durable`
+    /// and total `durable + extra` (`extra` is pending from the start: a
+    /// default value). If the counter is cached already, changes nothing.
+    /// Returns the cached total afterwards.
+    async fn load(&self, key: &Key, durable: i64, extra: i64) -> Result<i64>;
+
+    /// Adds `delta` to the pending delta of each time-slice cell, creating
+    /// missing ones at zero.
+    async fn incr_slices(&self, slices: &[SliceId], delta: i64) -> Result<()>;
+
+    /// Sets a cached counter's total, keeping its flushed mark, so the
+    /// change reaches the store as a delta. Returns the previous total, or
+    /// `None` (changing nothing) if the counter is not cached.
+    async fn set(&self, key: &Key, total: i64) -> Result<Option<i64>>;
+
+    /// The cached state of each cell, `None` where it is not cached.
+    async fn get_many(&self, cells: &[Cell]) -> Result<Vec<Option<CachedValue>>>;
+
+    /// Forgets a counter and its time slices, pending deltas included.
+    async fn remove(&self, key: &Key) -> Result<()>;
+
+    /// Up to `limit` cells with a pending delta that became dirty at or
+    /// before `dirty_before_ms`, oldest first where the backend can.
+    async fn dirty(&self, dirty_before_ms: u64, limit: usize) -> Result<Vec<DirtyCell>>;
+
+    /// Atomically moves the pending deltas of `cells` into a claim recorded
+    /// under `id` and returns it as a batch (cells with nothing pending are
+    /// left out; an empty batch records nothing).
+    async fn claim(&self, id: BatchId, cells: &[Cell]) -> Result<Batch>;
+
+    /// Forgets a claim whose batch the store applied. Acknowledging an
+    /// unknown claim is not an error.
+    async fn ack(&self, id: BatchId) -> Result<()>;
+
+    /// Recorded claims not acknowledged, made at least `older_than_ms`
+    /// milliseconds ago (0: all of them).
+    async fn claims(&self, older_than_ms: u64) -> Result<Vec<Batch>>;
+
+    /// Gauges for metrics and backpressure.
+    async fn stats(&self) -> Result<CacheStats>;
+}

@@ -1,0 +1,601 @@
+//! The `Counters` handle: the API users call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::batch::now_ms;
+use crate::cache::CacheLayer;
+use crate::cell::{Cell, SliceId};
+use crate::config::{BackpressureMode, Config, RetryPolicy};
+use crate::engine::{Engine, FlushReport, with_key};
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::Key;
+use crate::metrics::MetricsSnapshot;
+use crate::policy::{Family, Policy};
+use crate::store::{CleanReport, DurableStore, ListQuery};
+use crate::timeslice::{TimeSlices, epoch_secs};
+
+/// Options of one increment; every field defaults to the counter family's
+/// setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IncrOptions {
+    /// If the counter does not exist (in cache or store), it starts at this
+    /// value before the delta is added.
+    pub default: Option<i64>,
+    /// Write-behind policy for this call.
+    pub policy: Option<Policy>,
+    /// Whether to count into time slices.
+    pub time_sliced: Option<bool>,
+    /// When the event happened (for time slices); now if unset.
+    pub at: Option<SystemTime>,
+    /// Whether to count into the key's ancestors as well.
+    pub rollup: Option<bool>,
+}
+
+impl IncrOptions {
+    /// Options that follow the family's settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Start a missing counter at `value`.
+    pub fn default_value(mut self, value: i64) -> Self {
+        self.default = Some(value);
+        self
+    }
+
+    /// Use `policy` for this call.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Count into time slices (at `at`, or now).
+    pub fn time_sliced(mut self, at: Option<SystemTime>) -> Self {
+        self.time_sliced = Some(true);
+        self.at = at;
+        self
+    }
+
+    /// Count into the ancestors too (or not).
+    pub fn rollup(mut self, rollup: bool) -> Self {
+        self.rollup = Some(rollup);
+        self
+    }
+}
+
+/// Builds a [`Counters`] handle.
+pub struct CountersBuilder<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> {
+    cache: Arc<C>,
+    store: Arc<S>,
+    config: Config,
+}
+
+impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> CountersBuilder<C, S> {
+    /// The default family's write-behind policy.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        let mut family = *self.config.families.default_family();
+        family.policy = policy;
+        self.config.families.set_default(family);
+        self
+    }
+
+    /// The default family's settings (policy, time slices, rollup).
+    pub fn default_family(mut self, family: Family) -> Self {
+        self.config.families.set_default(family);
+        self
+    }
+
+    /// Settings for the counters of `namespace` whose names start with `prefix`.
+    pub fn family(mut self, namespace: &str, prefix: &str, family: Family) -> Self {
+        self.config.families.insert(namespace, prefix, family);
+        self
+    }
+
+    /// Precisions and retention of time-sliced counters.
+    pub fn time_slices(mut self, slices: TimeSlices) -> Self {
+        self.config.time_slices = slices;
+        self
+    }
+
+    /// Retry of transient store errors.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
+    /// Most cells pending (cache plus held batches) before increments get
+    /// backpressure. Default 1,000,000.
+    pub fn max_pending(mut self, cells: u64) -> Self {
+        self.config.max_pending_cells = cells;
+        self
+    }
+
+    /// Fail or wait when the pending bound is reached.
+    pub fn backpressure(mut self, mode: BackpressureMode) -> Self {
+        self.config.backpressure = mode;
+        self
+    }
+
+    /// How long a claim may stay unacknowledged before another flusher
+    /// takes it for orphaned and applies it (a no-op if it had landed).
+    /// Default 30 s.
+    pub fn claim_lease(mut self, lease: Duration) -> Self {
+        self.config.claim_lease = lease;
+        self
+    }
+
+    /// How often the background flusher looks for due counters.
+    pub fn tick(mut self, tick: Duration) -> Self {
+        self.config.tick = Some(tick);
+        self
+    }
+
+    /// Whether to run the background flusher (default yes). Without it,
+    /// only `flush`, `shutdown` and eager policies write to the store.
+    pub fn background(mut self, on: bool) -> Self {
+        self.config.background = on;
+        self
+    }
+
+    /// Builds the handle and starts its background flusher (which needs a
+    /// Tokio runtime).
+    pub fn build(self) -> Result<Counters<C, S>> {
+        if self.config.retry.attempts == 0 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "retry attempts must be at least 1",
+            ));
+        }
+        if self.config.max_pending_cells == 0 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "the pending bound must be at least 1",
+            ));
+        }
+        let engine = Arc::new(Engine::new(self.cache, self.store, self.config));
+        let (stop, stopped) = watch::channel(false);
+        let task = if engine.config.background {
+            let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    "the background flusher needs a Tokio runtime",
+                )
+                .with_source(e)
+            })?;
+            Some(runtime.spawn(engine.clone().run(stopped)))
+        } else {
+            None
+        };
+        Ok(Counters {
+            engine,
+            stop,
+            task: Mutex::new(task),
+        })
+    }
+}
+
+/// Real-time counters: increments in a fast cache, written behind to a
+/// durable store exactly once.
+///
+/// Generic over the cache and the store so that concrete backends are called
+/// without dynamic dispatch; `Counters` alone means
+/// `Counters<dyn CacheLayer, dyn DurableStore>`.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use std::sync::Arc;
+/// use counter_core::{Counters, Key, MemoryCache, MemoryStore};
+///
+/// let counters = Counters::builder(Arc::new(MemoryCache::new()), Arc::new(MemoryStore::new())).build()?;
+/// let key = Key::new("clicks", "ad42")?;
+/// assert_eq!(counters.incr(&key, 5).await?, 5);
+/// assert_eq!(counters.get(&key).await?, 5);
+/// let report = counters.shutdown().await?;
+/// assert_eq!(report.counters, 1);
+/// # Ok::<(), counter_core::Error>(())
+/// # }).unwrap();
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+pub struct Counters<
+    C: CacheLayer + ?Sized = dyn CacheLayer,
+    S: DurableStore + ?Sized = dyn DurableStore,
+> {
+    engine: Arc<Engine<C, S>>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
+    /// A builder over `cache` and `store`, with the default policy (every
+    /// 10 s), default time slices, and the background flusher on.
+    pub fn builder(cache: Arc<C>, store: Arc<S>) -> CountersBuilder<C, S> {
+        CountersBuilder {
+            cache,
+            store,
+            config: Config::default(),
+        }
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &Arc<C> {
+        &self.engine.cache
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.engine.store
+    }
+
+    /// Adds `delta` and returns the counter's new total.
+    pub async fn incr(&self, key: &Key, delta: i64) -> Result<i64> {
+        self.incr_with(key, delta, &IncrOptions::default()).await
+    }
+
+    /// Subtracts `delta` and returns the counter's new total.
+    pub async fn decr(&self, key: &Key, delta: i64) -> Result<i64> {
+        let negated = delta.checked_neg().ok_or_else(|| {
+            Error::new(ErrorKind::Overflow, "cannot negate the delta i64::MIN").with_key(key)
+        })?;
+        self.incr(key, negated).await
+    }
+
+    /// Adds `delta` with per-call options (default value, policy, time
+    /// slices, event time, rollup) and returns the counter's new total.
+    ///
+    /// Either the whole increment is counted (counter, ancestors, time
+    /// slices) or, on error, none of it.
+    pub async fn incr_with(&self, key: &Key, delta: i64, options: &IncrOptions) -> Result<i64> {
+        let engine = &*self.engine;
+        engine.check_open()?;
+        self.admit(key).await?;
+        let family = engine.config.families.of(key);
+        let rollup = options.rollup.unwrap_or(family.rollup);
+        let sliced = options.time_sliced.unwrap_or(family.time_sliced);
+        let policy = options.policy.unwrap_or(family.policy);
+
+        let (total, pending) = engine.add_total(key, delta, options.default).await?;
+        let mut counted: Vec<Key> = Vec::new();
+        if rollup || sliced {
+            let mut result = Ok(());
+            if rollup {
+                for ancestor in key.ancestors() {
+                    match engine.add_total(&ancestor, delta, None).await {
+                        Ok(_) => counted.push(ancestor),
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            let mut slices = Vec::new();
+            if result.is_ok() && sliced {
+                let keys: Vec<&Key> = std::iter::once(key).chain(counted.iter()).collect();
+                slices = engine.slice_ids(&keys, options.at);
+                result = engine
+                    .cache
+                    .incr_slices(&slices, delta)
+                    .await
+                    .map_err(|e| with_key(e, key));
+            }
+            if let Err(e) = result {
+                self.compensate(key, &counted, delta).await;
+                return Err(e);
+            }
+            if policy.is_immediate() {
+                let mut cells: Vec<Cell> = std::iter::once(key)
+                    .chain(counted.iter())
+                    .cloned()
+                    .map(Cell::Counter)
+                    .collect();
+                cells.extend(slices.into_iter().map(Cell::Slice));
+                self.write_through(&cells).await;
+            }
+        } else if policy.is_immediate() {
+            self.write_through(&[Cell::Counter(key.clone())]).await;
+        }
+        engine.metrics.increments.add(1);
+
+        if !policy.is_immediate() {
+            if policy.reached(pending) {
+                engine.flush_soon(Cell::Counter(key.clone()), 0);
+                for ancestor in counted {
+                    engine.flush_soon(Cell::Counter(ancestor), 0);
+                }
+            } else if let Some(call) = options.policy {
+                if call.age_bound() < family.policy.age_bound() {
+                    engine.flush_soon(
+                        Cell::Counter(key.clone()),
+                        now_ms() + call.age_bound().as_millis() as u64,
+                    );
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Undoes a partly counted increment (the undo flows to the store as a
+    /// delta, like any other).
+    async fn compensate(&self, key: &Key, ancestors: &[Key], delta: i64) {
+        for k in std::iter::once(key).chain(ancestors) {
+            if let Err(e) = self.engine.add_total(k, delta.wrapping_neg(), None).await {
+                warn!(key = %k, error = %e, "could not undo a partly counted increment");
+            }
+        }
+    }
+
+    /// Writes cells through to the store now; on failure they stay pending
+    /// (held and retried), never lost.
+    async fn write_through(&self, cells: &[Cell]) {
+        let mut report = FlushReport::default();
+        if let Err(e) = self.engine.flush_cells(cells, &mut report).await {
+            warn!(error = %e, "write-through failed; the delta stays pending and is retried");
+        }
+    }
+
+    /// Fails or waits while too many cells are pending.
+    async fn admit(&self, key: &Key) -> Result<()> {
+        let engine = &*self.engine;
+        if !engine.over_bound.load(Relaxed) {
+            return Ok(());
+        }
+        if let BackpressureMode::Wait(limit) = engine.config.backpressure {
+            let deadline = tokio::time::Instant::now() + limit;
+            while engine.over_bound.load(Relaxed) {
+                let relieved = engine.relieved.notified();
+                engine.wake.notify_one();
+                if tokio::time::timeout_at(deadline, relieved).await.is_err() {
+                    break;
+                }
+            }
+            if !engine.over_bound.load(Relaxed) {
+                return Ok(());
+            }
+        }
+        engine.metrics.backpressure.fetch_add(1, Relaxed);
+        Err(Error::new(
+            ErrorKind::Backpressure,
+            format!(
+                "{} cells are pending, the bound is {}; the store is not keeping up",
+                engine.metrics.pending_cells.load(Relaxed),
+                engine.config.max_pending_cells
+            ),
+        )
+        .with_key(key))
+    }
+
+    /// The counter's total: durable value plus pending delta (0 for a
+    /// counter that does not exist).
+    pub async fn get(&self, key: &Key) -> Result<i64> {
+        Ok(self.get_many(std::slice::from_ref(key)).await?[0])
+    }
+
+    /// Totals of many counters, in order, with one cache call and at most
+    /// one store call.
+    pub async fn get_many(&self, keys: &[Key]) -> Result<Vec<i64>> {
+        let engine = &*self.engine;
+        engine.check_open()?;
+        let cells: Vec<Cell> = keys.iter().cloned().map(Cell::Counter).collect();
+        let cached = engine.cache.get_many(&cells).await?;
+        let mut out = vec![0; keys.len()];
+        let mut missing = Vec::new();
+        for (i, value) in cached.iter().enumerate() {
+            match value {
+                Some(v) => out[i] = v.total,
+                None => missing.push(i),
+            }
+        }
+        if !missing.is_empty() {
+            let missing_keys: Vec<Key> = missing.iter().map(|&i| keys[i].clone()).collect();
+            let durable = engine.resolve(&missing_keys).await?;
+            for (i, value) in missing.into_iter().zip(durable) {
+                out[i] = value.unwrap_or(0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets a counter's value. The change reaches the store as a delta, so
+    /// increments racing with it are not lost; it is written through at once.
+    pub async fn put(&self, key: &Key, value: i64) -> Result<()> {
+        let engine = &*self.engine;
+        engine.check_open()?;
+        for _ in 0..3 {
+            if engine
+                .cache
+                .set(key, value)
+                .await
+                .map_err(|e| with_key(e, key))?
+                .is_some()
+            {
+                self.write_through(&[Cell::Counter(key.clone())]).await;
+                return Ok(());
+            }
+            let durable = engine.resolve(std::slice::from_ref(key)).await?[0];
+            engine
+                .cache
+                .load(key, durable.unwrap_or(0), 0)
+                .await
+                .map_err(|e| with_key(e, key))?;
+        }
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            "the counter kept disappearing from the cache",
+        )
+        .with_key(key))
+    }
+
+    /// Deletes a counter, its pending delta and its time series. Returns
+    /// whether it existed.
+    pub async fn delete(&self, key: &Key) -> Result<bool> {
+        let engine = &*self.engine;
+        engine.check_open()?;
+        let cached = engine.cache.get_many(&[Cell::Counter(key.clone())]).await?[0].is_some();
+        engine.cache.remove(key).await?;
+        // Land what is in flight for it first, so it cannot come back.
+        engine.resolve(std::slice::from_ref(key)).await?;
+        let stored = engine.store.delete(key).await?;
+        Ok(cached || stored)
+    }
+
+    /// Counters of a namespace by name prefix, by name or top-N by value,
+    /// including counters not flushed yet.
+    pub async fn list(&self, query: &ListQuery) -> Result<Vec<(Key, i64)>> {
+        let engine = &*self.engine;
+        engine.check_open()?;
+        let mut values: BTreeMap<Key, i64> = engine.store.list(query).await?.into_iter().collect();
+        for dirty in engine.cache.dirty(u64::MAX, usize::MAX).await? {
+            if let Cell::Counter(key) = dirty.cell {
+                if query.matches(&key) {
+                    values.entry(key).or_insert(0);
+                }
+            }
+        }
+        let keys: Vec<Key> = values.keys().cloned().collect();
+        let cells: Vec<Cell> = keys.iter().cloned().map(Cell::Counter).collect();
+        for (key, cached) in keys.into_iter().zip(engine.cache.get_many(&cells).await?) {
+            if let Some(c) = cached {
+                values.insert(key, c.total);
+            }
+        }
+        let mut out: Vec<(Key, i64)> = values.into_iter().collect();
+        query.finish(&mut out);
+        Ok(out)
+    }
+
+    /// `(bucket start, count)` pairs of a time-sliced counter at a
+    /// configured precision (seconds), for buckets starting in `from..=to`,
+    /// pending deltas included. An unknown precision is an
+    /// [`InvalidInput`](ErrorKind::InvalidInput) error.
+    pub async fn series(
+        &self,
+        key: &Key,
+        precision_secs: u32,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<Vec<(i64, i64)>> {
+        let engine = &*self.engine;
+        engine.check_open()?;
+        let precision = engine.config.time_slices.precision(precision_secs)?;
+        let (from, to) = (epoch_secs(from), epoch_secs(to));
+        if from > to {
+            return Err(
+                Error::new(ErrorKind::InvalidInput, "the range starts after it ends").with_key(key),
+            );
+        }
+        let mut buckets: BTreeMap<i64, i64> = engine
+            .store
+            .series(key, precision, from, to)
+            .await?
+            .into_iter()
+            .collect();
+        // Pending deltas can only sit in buckets within retention.
+        let now = epoch_secs(SystemTime::now());
+        let step = i64::from(precision.secs());
+        let mut start =
+            precision.bucket_start(from.max(engine.config.time_slices.cutoff(precision, now)));
+        let mut cells = Vec::new();
+        while start <= to && cells.len() <= engine.config.time_slices.samples() as usize + 1 {
+            if start >= from {
+                cells.push(Cell::Slice(SliceId {
+                    key: key.clone(),
+                    precision,
+                    start,
+                }));
+            }
+            start += step;
+        }
+        for (cell, cached) in cells.iter().zip(engine.cache.get_many(&cells).await?) {
+            if let (Cell::Slice(s), Some(c)) = (cell, cached) {
+                if c.pending != 0 {
+                    *buckets.entry(s.start).or_insert(0) += c.pending;
+                }
+            }
+        }
+        Ok(buckets.into_iter().collect())
+    }
+
+    /// Removes time buckets past their retention now (the background
+    /// flusher also does it periodically).
+    pub async fn clean_time_slices(&self) -> Result<CleanReport> {
+        self.engine.check_open()?;
+        self.engine.clean().await
+    }
+
+    /// Writes every pending delta to the store now, whatever the policy.
+    pub async fn flush(&self) -> Result<FlushReport> {
+        self.engine.check_open()?;
+        let result = self.engine.flush_all().await;
+        self.engine.refresh_gauges().await?;
+        result
+    }
+
+    /// A reading of the engine's metrics (gauges as of the last flusher pass).
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.engine.metrics.snapshot()
+    }
+
+    /// Stops the background flusher, drains every pending delta to the store
+    /// and reports what it flushed. Later calls fail with
+    /// [`ShutDown`](ErrorKind::ShutDown).
+    pub async fn shutdown(&self) -> Result<FlushReport> {
+        self.engine.check_open()?;
+        let _ = self.stop.send(true);
+        let task = self.task.lock().expect("task lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        let result = self.engine.flush_all().await;
+        self.engine.closed.store(true, Relaxed);
+        let _ = self.engine.refresh_gauges().await;
+        match &result {
+            Ok(report) => info!(
+                batches = report.batches,
+                counters = report.counters,
+                slices = report.slices,
+                "counters shut down, pending deltas flushed"
+            ),
+            Err(e) => {
+                warn!(error = %e, held = self.engine.held_batches(), "counters shut down with deltas left pending")
+            }
+        }
+        result
+    }
+}
+
+impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Drop for Counters<C, S> {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get_mut().ok().and_then(|t| t.take()) {
+            task.abort();
+        }
+        if !self.engine.closed.load(Relaxed) {
+            let m = self.engine.metrics.snapshot();
+            warn!(
+                increments_accepted = m.increments,
+                pending_cells_at_last_reading = m.pending_cells,
+                held_batches = self.engine.held_batches(),
+                "counters dropped without shutdown: pending deltas were not flushed by this handle"
+            );
+        }
+    }
+}
+
+impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> std::fmt::Debug for Counters<C, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters")
+            .field("cache", &self.engine.cache)
+            .field("store", &self.engine.store)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,190 @@
+//! The one error type of the library: a kind, the key it concerns, and
+//! whether retrying can help.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// What went wrong, in terms a caller can act on.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// A key is empty, too long, or contains a control character.
+    InvalidKey,
+    /// Some other argument is invalid (an unknown precision, a bad range, a malformed URL).
+    InvalidInput,
+    /// The operation would take a value or a delta outside the signed 64-bit range.
+    Overflow,
+    /// Too many deltas are pending because the store is not keeping up; retry later.
+    Backpressure,
+    /// A backend cannot be reached right now (connection refused, timeout, throttled).
+    Unavailable,
+    /// A backend refused the operation and will keep refusing it (bad credentials,
+    /// missing table, a file that is not ours, data of an unexpected type).
+    Permanent,
+    /// The configuration is wrong (bad URL, unsupported combination of options).
+    Config,
+    /// The counters handle was shut down.
+    ShutDown,
+}
+
+impl ErrorKind {
+    /// Whether an operation that failed with this kind may succeed if retried.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorKind::Backpressure | ErrorKind::Unavailable)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidKey => "invalid key",
+            ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::Overflow => "overflow",
+            ErrorKind::Backpressure => "backpressure",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Permanent => "permanent failure",
+            ErrorKind::Config => "configuration error",
+            ErrorKind::ShutDown => "shut down",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// Type alias for results of this library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error from the counters library.
+///
+/// It carries a [`kind`](Error::kind), the key it concerns where there is one
+/// (in its display form `namespace/name`, so that even an invalid key can be
+/// named), a one-line message and, for backend errors, the underlying cause.
+#[derive(Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    key: Option<String>,
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Error {
+    /// A new error of `kind` with a message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            key: None,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Shorthand for an [`ErrorKind::Unavailable`] error with a cause.
+    pub fn unavailable(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::new(ErrorKind::Unavailable, message).with_source(source)
+    }
+
+    /// Shorthand for an [`ErrorKind::Permanent`] error with a cause.
+    pub fn permanent(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::new(ErrorKind::Permanent, message).with_source(source)
+    }
+
+    /// Attaches the key this error concerns (display form).
+    pub fn with_key(mut self, key: impl fmt::Display) -> Self {
+        self.key = Some(key.to_string());
+        self
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The key this error concerns, as `namespace/name` (or just `name` in the
+    /// default namespace), if it concerns one.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// The message, without kind or key.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether the operation may succeed if retried. The engine retries only
+    /// transient errors.
+    pub fn is_transient(&self) -> bool {
+        self.kind.is_transient()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind)?;
+        if let Some(key) = &self.key {
+            write!(f, " for key {key:?}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(source) = &self.source {
+            // One line: causes are joined, never printed on lines of their own.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+            while let Some(c) = cause {
+                let text = c.to_string().replace('\n', " ");
+                write!(f, ": {text}")?;
+                cause = c.source();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("key", &self.key)
+            .field("message", &self.message)
+            .field("source", &self.source.as_ref().map(|s| s.to_string()))
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_one_line_with_kind_key_and_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused\nagain");
+        let e = Error::unavailable("store did not answer", io).with_key("clicks/ad42");
+        let text = e.to_string();
+        assert_eq!(
+            text,
+            "unavailable for key \"clicks/ad42\": store did not answer: refused again"
+        );
+        assert!(e.is_transient());
+        assert!(!Error::new(ErrorKind::Permanent, "x").is_transient());
+        assert!(!Error::new(ErrorKind::InvalidKey, "x").is_transient());
+    }
+}

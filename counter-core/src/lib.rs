@@ -1,0 +1,44 @@
+//! Core of the `counters` library: real-time counters incremented in a fast
+//! cache and written behind to a durable store **exactly once**.
+//!
+//! - [`Key`] and [`Error`]: the key model (namespace + hierarchical name,
+//!   validated before any backend is touched) and the one error type.
+//! - [`CacheLayer`] and [`DurableStore`]: the two traits a backend
+//!   implements; object-safe, with `Send` futures.
+//! - [`Counters`]: the handle users call, with the write-behind engine
+//!   behind it (policies, coalescing, retries, claim recovery, backpressure,
+//!   time-sliced counters, metrics).
+//! - [`MemoryCache`] and [`MemoryStore`]: in-memory reference backends.
+//!
+//! The guarantees are stated in the workspace's `DESIGN.md` and proved by
+//! the `conformance` crate against every backend combination.
+#![deny(missing_docs)]
+
+mod batch;
+mod cache;
+mod cell;
+mod config;
+mod counters;
+mod engine;
+mod error;
+mod key;
+pub mod memory;
+mod metrics;
+mod policy;
+mod store;
+pub mod testing;
+mod timeslice;
+
+pub use batch::{ApplyOutcome, Batch, BatchEntry, BatchId, now_ms};
+pub use cache::{CacheCapabilities, CacheIncr, CacheLayer, CacheStats, CachedValue, DirtyCell};
+pub use cell::{Cell, Precision, SliceId};
+pub use config::{BackpressureMode, RetryPolicy};
+pub use counters::{Counters, CountersBuilder, IncrOptions};
+pub use engine::FlushReport;
+pub use error::{Error, ErrorKind, Result};
+pub use key::{Key, MAX_NAME_BYTES, MAX_NAMESPACE_BYTES};
+pub use memory::{MemoryCache, MemoryStore};
+pub use metrics::MetricsSnapshot;
+pub use policy::{DEFAULT_INTERVAL, Families, Family, Policy};
+pub use store::{CleanReport, DurableStore, ListOrder, ListQuery, StoreCapabilities};
+pub use timeslice::{DEFAULT_PRECISIONS, DEFAULT_SAMPLES, TimeSlices, epoch_secs};

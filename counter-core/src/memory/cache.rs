@@ -1,0 +1,531 @@
+//! The in-process cache, built for the hot path.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::SeqCst};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+
+use crate::batch::{Batch, BatchEntry, BatchId, now_ms};
+use crate::cache::{CacheCapabilities, CacheIncr, CacheLayer, CacheStats, CachedValue, DirtyCell};
+use crate::cell::{Cell, SliceId};
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::Key;
+use crate::testing::{CacheFaults, CachePart};
+
+/// One cell: total `T`, flushed mark `F`, and when it became dirty (0: clean).
+#[derive(Debug)]
+struct Entry {
+    total: AtomicI64,
+    flushed: AtomicI64,
+    dirty_since: AtomicU64,
+}
+
+impl Entry {
+    fn new(total: i64, flushed: i64) -> Entry {
+        Entry {
+            total: AtomicI64::new(total),
+            flushed: AtomicI64::new(flushed),
+            dirty_since: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds `delta` to the total unless the total or the pending delta would
+    /// overflow. Returns (new total, pending).
+    fn add(&self, delta: i64) -> Result<(i64, i64)> {
+        let mut current = self.total.load(SeqCst);
+        loop {
+            let new = current.checked_add(delta).ok_or_else(overflow_total)?;
+            let pending = new
+                .checked_sub(self.flushed.load(SeqCst))
+                .ok_or_else(overflow_pending)?;
+            match self
+                .total
+                .compare_exchange_weak(current, new, SeqCst, SeqCst)
+            {
+                Ok(_) => return Ok((new, pending)),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Replaces the total unless the pending delta would overflow.
+    fn set(&self, total: i64) -> Result<i64> {
+        let mut current = self.total.load(SeqCst);
+        loop {
+            total
+                .checked_sub(self.flushed.load(SeqCst))
+                .ok_or_else(overflow_pending)?;
+            match self
+                .total
+                .compare_exchange_weak(current, total, SeqCst, SeqCst)
+            {
+                Ok(old) => return Ok(old),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Marks the entry dirty if it was clean; returns the stamp if it did.
+    fn mark_dirty(&self) -> Option<u64> {
+        if self.dirty_since.load(SeqCst) != 0 {
+            return None;
+        }
+        let now = now_ms().max(1);
+        self.dirty_since
+            .compare_exchange(0, now, SeqCst, SeqCst)
+            .ok()
+            .map(|_| now)
+    }
+
+    /// Moves the pending delta out: `F := T`. Clears the dirty mark first, so
+    /// an increment racing with the claim marks the entry dirty again.
+    /// Returns (delta, whether it was marked dirty).
+    fn claim(&self) -> (i64, bool) {
+        let was_dirty = self.dirty_since.swap(0, SeqCst) != 0;
+        loop {
+            let flushed = self.flushed.load(SeqCst);
+            let total = self.total.load(SeqCst);
+            if total == flushed {
+                return (0, was_dirty);
+            }
+            if self
+                .flushed
+                .compare_exchange(flushed, total, SeqCst, SeqCst)
+                .is_ok()
+            {
+                // `add` and `set` keep T - F within i64.
+                return (total.wrapping_sub(flushed), was_dirty);
+            }
+        }
+    }
+
+    fn value(&self) -> CachedValue {
+        let total = self.total.load(SeqCst);
+        CachedValue {
+            total,
+            pending: total.wrapping_sub(self.flushed.load(SeqCst)),
+        }
+    }
+
+    fn is_clean(&self) -> bool {
+        self.dirty_since.load(SeqCst) == 0 && self.total.load(SeqCst) == self.flushed.load(SeqCst)
+    }
+}
+
+fn overflow_total() -> Error {
+    Error::new(
+        ErrorKind::Overflow,
+        "the total would leave the signed 64-bit range",
+    )
+}
+
+fn overflow_pending() -> Error {
+    Error::new(
+        ErrorKind::Overflow,
+        "the pending delta since the last flush would leave the signed 64-bit range",
+    )
+}
+
+/// The fast in-process cache.
+///
+/// Counters live in a sharded concurrent map (no global lock); an increment
+/// of a cached counter is a shard read lock and a few atomic operations, with
+/// no allocation and no future (it goes through
+/// [`CacheLayer::incr_now`]). A counter that turns dirty is queued once, so
+/// a flush costs in proportion to the dirty counters, not to all of them.
+///
+/// Not shared across processes: a crash of the process loses the pending
+/// deltas, within the bound the write-behind policy allows. Claims live in
+/// the same process; they are recovered by a new engine over the same cache
+/// (a restarted `Counters` handle), not by another process.
+#[derive(Debug, Default)]
+pub struct MemoryCache {
+    counters: DashMap<Key, Entry>,
+    slices: DashMap<SliceId, Entry>,
+    /// Cells in the order they became dirty, with the stamp they got; stale
+    /// items (claimed, removed) are dropped lazily.
+    dirty_queue: Mutex<VecDeque<(Cell, u64)>>,
+    dirty_cells: AtomicU64,
+    claims: Mutex<HashMap<BatchId, Batch>>,
+}
+
+impl MemoryCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of counters held (not counting time slices).
+    pub fn len(&self) -> usize {
+        self.counters.len()
+    }
+
+    /// Whether no counter is held.
+    pub fn is_empty(&self) -> bool {
+        self.counters.is_empty()
+    }
+
+    fn queue_dirty(&self, cell: Cell, stamp: u64) {
+        self.dirty_cells.fetch_add(1, SeqCst);
+        self.dirty_queue
+            .lock()
+            .expect("dirty queue lock")
+            .push_back((cell, stamp));
+    }
+
+    fn with_entry<T>(&self, cell: &Cell, f: impl FnOnce(&Entry) -> T) -> Option<T> {
+        match cell {
+            Cell::Counter(key) => self.counters.get(key).map(|e| f(&e)),
+            Cell::Slice(slice) => self.slices.get(slice).map(|e| f(&e)),
+        }
+    }
+
+    fn incr_sync(&self, key: &Key, delta: i64) -> Result<CacheIncr> {
+        let (total, pending, stamp) = {
+            let Some(entry) = self.counters.get(key) else {
+                return Ok(CacheIncr::Missing);
+            };
+            let (total, pending) = entry.add(delta)?;
+            let stamp = if delta != 0 { entry.mark_dirty() } else { None };
+            (total, pending, stamp)
+        };
+        // The shard lock is released before the queue lock is taken: the
+        // queue lock is only ever taken first.
+        if let Some(stamp) = stamp {
+            self.queue_dirty(Cell::Counter(key.clone()), stamp);
+        }
+        Ok(CacheIncr::Applied { total, pending })
+    }
+
+    fn forget_dirty(&self, entry: &Entry) {
+        if entry.dirty_since.swap(0, SeqCst) != 0 {
+            self.dirty_cells.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+#[async_trait]
+impl CacheLayer for MemoryCache {
+    fn capabilities(&self) -> CacheCapabilities {
+        let mut caps = CacheCapabilities::new("memory");
+        caps.atomic_claim = true;
+        caps.max_claim = 10_000;
+        caps
+    }
+
+    fn incr_now(&self, key: &Key, delta: i64) -> Option<Result<CacheIncr>> {
+        Some(self.incr_sync(key, delta))
+    }
+
+    async fn incr(&self, key: &Key, delta: i64) -> Result<CacheIncr> {
+        self.incr_sync(key, delta)
+    }
+
+    async fn load(&self, key: &Key, durable: i64, extra: i64) -> Result<i64> {
+        let total = durable.checked_add(extra).ok_or_else(overflow_total)?;
+        let (total, stamp) = {
+            let entry = self
+                .counters
+                .entry(key.clone())
+                .or_insert_with(|| Entry::new(total, durable));
+            let stamp = if extra != 0 { entry.mark_dirty() } else { None };
+            (entry.total.load(SeqCst), stamp)
+        };
+        if let Some(stamp) = stamp {
+            self.queue_dirty(Cell::Counter(key.clone()), stamp);
+        }
+        Ok(total)
+    }
+
+    async fn incr_slices(&self, slices: &[SliceId], delta: i64) -> Result<()> {
+        if delta == 0 {
+            return Ok(());
+        }
+        for (done, slice) in slices.iter().enumerate() {
+            let added = {
+                let entry = self
+                    .slices
+                    .entry(slice.clone())
+                    .or_insert_with(|| Entry::new(0, 0));
+                entry.add(delta).map(|_| entry.mark_dirty())
+            };
+            match added {
+                Ok(Some(stamp)) => self.queue_dirty(Cell::Slice(slice.clone()), stamp),
+                Ok(None) => {}
+                Err(e) => {
+                    // Undo the slices already counted: all or nothing.
+                    for undo in &slices[..done] {
+                        if let Some(entry) = self.slices.get(undo) {
+                            entry.total.fetch_sub(delta, SeqCst);
+                        }
+                    }
+                    return Err(e.with_key(&slice.key));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn set(&self, key: &Key, total: i64) -> Result<Option<i64>> {
+        let (old, stamp) = {
+            let Some(entry) = self.counters.get(key) else {
+                return Ok(None);
+            };
+            let old = entry.set(total)?;
+            let stamp = if old != total {
+                entry.mark_dirty()
+            } else {
+                None
+            };
+            (old, stamp)
+        };
+        if let Some(stamp) = stamp {
+            self.queue_dirty(Cell::Counter(key.clone()), stamp);
+        }
+        Ok(Some(old))
+    }
+
+    async fn get_many(&self, cells: &[Cell]) -> Result<Vec<Option<CachedValue>>> {
+        Ok(cells
+            .iter()
+            .map(|cell| self.with_entry(cell, Entry::value))
+            .collect())
+    }
+
+    async fn remove(&self, key: &Key) -> Result<()> {
+        if let Some((_, entry)) = self.counters.remove(key) {
+            self.forget_dirty(&entry);
+        }
+        self.slices.retain(|slice, entry| {
+            if &slice.key == key {
+                self.forget_dirty(entry);
+                false
+            } else {
+                true
+            }
+        });
+        Ok(())
+    }
+
+    async fn dirty(&self, dirty_before_ms: u64, limit: usize) -> Result<Vec<DirtyCell>> {
+        let mut queue = self.dirty_queue.lock().expect("dirty queue lock");
+        // Drop stale items: the cell is gone, or was claimed since (its stamp changed).
+        queue.retain(|(cell, stamp)| {
+            self.with_entry(cell, |e| e.dirty_since.load(SeqCst) == *stamp) == Some(true)
+        });
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (cell, stamp) in queue.iter() {
+            if out.len() >= limit {
+                break;
+            }
+            if *stamp > dirty_before_ms || !seen.insert(cell) {
+                continue;
+            }
+            if let Some(value) = self.with_entry(cell, Entry::value) {
+                out.push(DirtyCell {
+                    cell: cell.clone(),
+                    pending: value.pending,
+                    dirty_since_ms: *stamp,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn claim(&self, id: BatchId, cells: &[Cell]) -> Result<Batch> {
+        let mut batch = Batch {
+            id,
+            entries: Vec::with_capacity(cells.len()),
+        };
+        let mut seen = HashSet::new();
+        for cell in cells {
+            if !seen.insert(cell) {
+                continue;
+            }
+            let Some((delta, was_dirty)) = self.with_entry(cell, Entry::claim) else {
+                continue;
+            };
+            if was_dirty {
+                self.dirty_cells.fetch_sub(1, SeqCst);
+            }
+            if delta != 0 {
+                batch.entries.push(BatchEntry {
+                    cell: cell.clone(),
+                    delta,
+                });
+            }
+            if let Cell::Slice(slice) = cell {
+                // A clean slice holds nothing worth keeping: the store has it.
+                self.slices.remove_if(slice, |_, e| e.is_clean());
+            }
+        }
+        if !batch.is_empty() {
+            self.claims
+                .lock()
+                .expect("claims lock")
+                .insert(id, batch.clone());
+        }
+        Ok(batch)
+    }
+
+    async fn ack(&self, id: BatchId) -> Result<()> {
+        self.claims.lock().expect("claims lock").remove(&id);
+        Ok(())
+    }
+
+    async fn claims(&self, older_than_ms: u64) -> Result<Vec<Batch>> {
+        let now = now_ms();
+        let claims = self.claims.lock().expect("claims lock");
+        let mut out: Vec<Batch> = claims
+            .values()
+            .filter(|b| now.saturating_sub(b.id.created_ms()) >= older_than_ms)
+            .cloned()
+            .collect();
+        out.sort_by_key(|b| b.id);
+        Ok(out)
+    }
+
+    async fn stats(&self) -> Result<CacheStats> {
+        let oldest_dirty_ms = {
+            let queue = self.dirty_queue.lock().expect("dirty queue lock");
+            queue
+                .iter()
+                .find(|(cell, stamp)| {
+                    self.with_entry(cell, |e| e.dirty_since.load(SeqCst) == *stamp) == Some(true)
+                })
+                .map(|(_, stamp)| *stamp)
+        };
+        Ok(CacheStats {
+            dirty_cells: self.dirty_cells.load(SeqCst),
+            oldest_dirty_ms,
+            open_claims: self.claims.lock().expect("claims lock").len() as u64,
+        })
+    }
+}
+
+#[async_trait]
+impl CacheFaults for MemoryCache {
+    async fn lose_everything(&self) -> Result<()> {
+        let mut queue = self.dirty_queue.lock().expect("dirty queue lock");
+        self.counters.clear();
+        self.slices.clear();
+        self.claims.lock().expect("claims lock").clear();
+        queue.clear();
+        self.dirty_cells.store(0, SeqCst);
+        Ok(())
+    }
+
+    /// A counter's total and flushed mark live in one entry here, so losing
+    /// either part loses the whole entry (its time slices stay).
+    async fn lose_part(&self, key: &Key, _part: CachePart) -> Result<()> {
+        if let Some((_, entry)) = self.counters.remove(key) {
+            self.forget_dirty(&entry);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> Key {
+        Key::named(name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn increments_after_load_and_claims_move_pending_once() {
+        let cache = MemoryCache::new();
+        let k = key("a");
+        assert_eq!(cache.incr(&k, 1).await.unwrap(), CacheIncr::Missing);
+        assert_eq!(cache.load(&k, 10, 0).await.unwrap(), 10);
+        assert_eq!(
+            cache.load(&k, 99, 0).await.unwrap(),
+            10,
+            "load only installs an absent counter"
+        );
+        assert_eq!(
+            cache.incr(&k, 5).await.unwrap(),
+            CacheIncr::Applied {
+                total: 15,
+                pending: 5
+            }
+        );
+        assert_eq!(cache.stats().await.unwrap().dirty_cells, 1);
+        let dirty = cache.dirty(u64::MAX, 10).await.unwrap();
+        assert_eq!(dirty.len(), 1);
+        assert_eq!(dirty[0].pending, 5);
+        let id = BatchId::new();
+        let batch = cache.claim(id, &[Cell::Counter(k.clone())]).await.unwrap();
+        assert_eq!(
+            batch.entries,
+            vec![BatchEntry {
+                cell: Cell::Counter(k.clone()),
+                delta: 5
+            }]
+        );
+        let again = cache
+            .claim(BatchId::new(), &[Cell::Counter(k.clone())])
+            .await
+            .unwrap();
+        assert!(again.is_empty(), "a delta is claimed once");
+        assert_eq!(cache.claims(0).await.unwrap(), vec![batch]);
+        cache.ack(id).await.unwrap();
+        assert!(cache.claims(0).await.unwrap().is_empty());
+        assert_eq!(cache.stats().await.unwrap().dirty_cells, 0);
+        assert!(cache.dirty(u64::MAX, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn overflow_changes_nothing() {
+        let cache = MemoryCache::new();
+        let k = key("max");
+        cache.load(&k, i64::MAX - 1, 0).await.unwrap();
+        let e = cache.incr(&k, 2).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Overflow);
+        let v = cache.get_many(&[Cell::Counter(k.clone())]).await.unwrap();
+        assert_eq!(
+            v[0],
+            Some(CachedValue {
+                total: i64::MAX - 1,
+                pending: 0
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_increments_and_claims_lose_and_double_nothing() {
+        let cache = std::sync::Arc::new(MemoryCache::new());
+        let k = key("hot");
+        cache.load(&k, 0, 0).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let (cache, k) = (cache.clone(), k.clone());
+            tasks.push(std::thread::spawn(move || {
+                for _ in 0..50_000 {
+                    cache.incr_now(&k, 1).unwrap().unwrap();
+                }
+            }));
+        }
+        let mut claimed = 0;
+        while tasks.iter().any(|t| !t.is_finished()) {
+            let b = cache
+                .claim(BatchId::new(), &[Cell::Counter(k.clone())])
+                .await
+                .unwrap();
+            claimed += b.entries.iter().map(|e| e.delta).sum::<i64>();
+        }
+        for t in tasks {
+            t.join().unwrap();
+        }
+        let b = cache
+            .claim(BatchId::new(), &[Cell::Counter(k.clone())])
+            .await
+            .unwrap();
+        claimed += b.entries.iter().map(|e| e.delta).sum::<i64>();
+        assert_eq!(claimed, 100_000);
+    }
+}

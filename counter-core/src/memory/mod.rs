@@ -1,0 +1,8 @@
+//! In-memory reference backends: [`MemoryCache`], the fast in-process cache,
+//! and [`MemoryStore`], a store for tests that is **not durable**.
+
+mod cache;
+mod store;
+
+pub use cache::MemoryCache;
+pub use store::MemoryStore;
