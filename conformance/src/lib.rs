@@ -1,1 +1,104 @@
-//! placeholder
+//! The behavioural suite every cache x store combination of the counters
+//! library passes against real servers.
+//!
+//! - [`cases`]: plain `pub async fn`s over a [`Backends`] pair.
+//! - [`model`]: the model-based property test with injected faults.
+//! - [`faults`]: stores that fail, lose acks, go down, or (deliberately
+//!   broken) apply a retried batch twice.
+//! - [`conformance_suite!`]: stamps every case for one combination, once
+//!   through the concrete types and once through `dyn`.
+//!
+//! A backend joins the suite with one line in a test file:
+//!
+//! ```ignore
+//! async fn setup() -> Option<conformance::Backends<MemoryCache, MemoryStore>> { ... }
+//! conformance::conformance_suite!(setup);
+//! ```
+#![deny(missing_docs)]
+
+pub mod cases;
+pub mod faults;
+pub mod harness;
+pub mod model;
+
+pub use harness::{Backends, service_url};
+
+/// Stamps the whole suite for one cache x store combination.
+///
+/// `$setup` names an `async fn() -> Option<Backends<C, S>>` in the calling
+/// module; it returns `None` to skip (a missing service, locally only).
+/// Each case runs twice: `concrete::case` over `C` and `S`, and
+/// `dyn_dispatch::case` over `dyn CacheLayer` and `dyn DurableStore`. The
+/// model test runs `model_cases` sequences each way.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($setup:ident) => {
+        $crate::conformance_suite!($setup, model_cases = 64);
+    };
+    ($setup:ident, model_cases = $cases:expr) => {
+        $crate::__stamp_cases!($setup, $cases;
+            incr_returns_new_totals,
+            default_applies_only_to_missing_counters,
+            get_many_mixes_cache_and_store,
+            put_sets_and_writes_through,
+            delete_removes_counter_and_series,
+            list_and_top_n,
+            flush_coalesces_one_write_per_counter,
+            interval_policy_flushes_idle_counters,
+            threshold_policy_flushes_when_reached,
+            immediate_policy_writes_through,
+            rollup_counts_into_ancestors,
+            time_slices_count_query_and_clean,
+            bad_input_changes_nothing,
+            full_i64_range_round_trips,
+            retried_batch_applies_once,
+            orphaned_claims_are_recovered_once,
+            store_outage_keeps_counts_then_backpressure,
+            backpressure_can_wait,
+            permanent_errors_are_not_retried,
+            cache_loss_never_moves_durable_backwards,
+            shutdown_drains_and_reports,
+            concurrent_increments_see_every_total_once,
+            racing_flushers_flush_each_delta_once,
+            cache_claims_hand_out_each_delta_once,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stamp_cases {
+    ($setup:ident, $cases:expr; $($case:ident),* $(,)?) => {
+        mod concrete {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(b) = super::$setup().await {
+                        $crate::cases::$case(&b).await;
+                    }
+                }
+            )*
+
+            #[test]
+            fn model_with_faults() {
+                $crate::model::run_model($cases, super::$setup);
+            }
+        }
+
+        mod dyn_dispatch {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(b) = super::$setup().await {
+                        $crate::cases::$case(&b.into_dyn()).await;
+                    }
+                }
+            )*
+
+            #[test]
+            fn model_with_faults() {
+                $crate::model::run_model($cases, || async { super::$setup().await.map(|b| b.into_dyn()) });
+            }
+        }
+    };
+}

@@ -57,15 +57,9 @@ impl fmt::Debug for BatchId {
 impl std::str::FromStr for BatchId {
     type Err = crate::Error;
     fn from_str(s: &str) -> crate::Result<BatchId> {
-        uuid::Uuid::parse_str(s)
-            .map(|u| BatchId(u.as_u128()))
-            .map_err(|e| {
-                crate::Error::new(
-                    crate::ErrorKind::InvalidInput,
-                    format!("bad batch id {s:?}"),
-                )
-                .with_source(e)
-            })
+        uuid::Uuid::parse_str(s).map(|u| BatchId(u.as_u128())).map_err(|e| {
+            crate::Error::new(crate::ErrorKind::InvalidInput, format!("bad batch id {s:?}")).with_source(e)
+        })
     }
 }
 
@@ -90,10 +84,7 @@ pub struct Batch {
 impl Batch {
     /// An empty batch with a fresh identity.
     pub fn new() -> Batch {
-        Batch {
-            id: BatchId::new(),
-            entries: Vec::new(),
-        }
+        Batch { id: BatchId::new(), entries: Vec::new() }
     }
 
     /// Whether the batch holds no delta.
@@ -124,10 +115,7 @@ pub enum ApplyOutcome {
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

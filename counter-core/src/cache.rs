@@ -30,13 +30,7 @@ impl CacheCapabilities {
     /// Capabilities of a backend named `name`, with conservative defaults
     /// (not shared, no cross-process claims, 1,000 cells per claim).
     pub fn new(name: &'static str) -> Self {
-        CacheCapabilities {
-            name,
-            shared: false,
-            atomic_claim: false,
-            durable_claims: false,
-            max_claim: 1_000,
-        }
+        CacheCapabilities { name, shared: false, atomic_claim: false, durable_claims: false, max_claim: 1_000 }
     }
 }
 
@@ -48,8 +42,9 @@ pub enum CacheIncr {
     Applied {
         /// The counter's new total.
         total: i64,
-        /// Its pending delta after the increment.
-        pending: i64,
+        /// Its pending delta after the increment (the difference of two i64
+        /// values, so it can exceed the i64 range).
+        pending: i128,
     },
     /// The counter is not cached; nothing changed. The engine loads it with
     /// [`CacheLayer::load`] and tries again.
@@ -62,8 +57,9 @@ pub struct CachedValue {
     /// Best-known total (for a time slice: the pending delta, as the cache
     /// holds no base for slices).
     pub total: i64,
-    /// Part of the total not yet handed to the store.
-    pub pending: i64,
+    /// Part of the total not yet handed to the store (`T - F`: the
+    /// difference of two i64 values, so it can exceed the i64 range).
+    pub pending: i128,
 }
 
 /// A cell with a pending delta.
@@ -72,7 +68,7 @@ pub struct DirtyCell {
     /// The cell.
     pub cell: Cell,
     /// Its pending delta when listed.
-    pub pending: i64,
+    pub pending: i128,
     /// When it went from clean to dirty, milliseconds since the epoch.
     pub dirty_since_ms: u64,
 }
@@ -115,7 +111,7 @@ pub trait CacheLayer: Send + Sync + std::fmt::Debug + 'static {
 
     /// Adds `delta` to a cached counter's total. Fails with
     /// [`Overflow`](crate::ErrorKind::Overflow), changing nothing, if the
-    /// total or the pending delta would leave the i64 range.
+    /// total would leave the i64 range.
     async fn incr(&self, key: &Key, delta: i64) -> Result<CacheIncr>;
 
     /// Installs a counter that is not cached, with flushed mark `durable`
@@ -145,7 +141,9 @@ pub trait CacheLayer: Send + Sync + std::fmt::Debug + 'static {
 
     /// Atomically moves the pending deltas of `cells` into a claim recorded
     /// under `id` and returns it as a batch (cells with nothing pending are
-    /// left out; an empty batch records nothing).
+    /// left out; an empty batch records nothing). A pending delta beyond the
+    /// i64 range moves in i64-sized parts: the claim takes the part that
+    /// fits and the cell stays dirty with the rest.
     async fn claim(&self, id: BatchId, cells: &[Cell]) -> Result<Batch>;
 
     /// Forgets a claim whose batch the store applied. Acknowledging an

@@ -13,11 +13,7 @@ pub struct Precision(u32);
 impl Precision {
     /// A precision of `seconds` (at least 1).
     pub const fn from_secs(seconds: u32) -> Option<Precision> {
-        if seconds == 0 {
-            None
-        } else {
-            Some(Precision(seconds))
-        }
+        if seconds == 0 { None } else { Some(Precision(seconds)) }
     }
 
     /// Width of a bucket in seconds.

@@ -21,10 +21,7 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// The pause before attempt `attempt + 1` (attempt counts from 0).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max);
+        let ceiling = self.base.saturating_mul(1u32 << attempt.min(16)).min(self.max);
         let nanos = ceiling.as_nanos().min(u128::from(u64::MAX)) as u64;
         Duration::from_nanos(rand::rng().random_range(nanos / 2..=nanos.max(1)))
     }
@@ -33,11 +30,7 @@ impl RetryPolicy {
 impl Default for RetryPolicy {
     /// 5 attempts, 50 ms doubling up to 2 s.
     fn default() -> Self {
-        RetryPolicy {
-            attempts: 5,
-            base: Duration::from_millis(50),
-            max: Duration::from_secs(2),
-        }
+        RetryPolicy { attempts: 5, base: Duration::from_millis(50), max: Duration::from_secs(2) }
     }
 }
 
@@ -84,8 +77,7 @@ impl Config {
     /// the shortest interval, between 5 ms and 1 s, unless set.
     pub(crate) fn tick(&self) -> Duration {
         self.tick.unwrap_or_else(|| {
-            (self.families.shortest_interval() / 4)
-                .clamp(Duration::from_millis(5), Duration::from_secs(1))
+            (self.families.shortest_interval() / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))
         })
     }
 }

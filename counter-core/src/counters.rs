@@ -150,36 +150,22 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> CountersBuilder<C, S> {
     /// Tokio runtime).
     pub fn build(self) -> Result<Counters<C, S>> {
         if self.config.retry.attempts == 0 {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "retry attempts must be at least 1",
-            ));
+            return Err(Error::new(ErrorKind::Config, "retry attempts must be at least 1"));
         }
         if self.config.max_pending_cells == 0 {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "the pending bound must be at least 1",
-            ));
+            return Err(Error::new(ErrorKind::Config, "the pending bound must be at least 1"));
         }
         let engine = Arc::new(Engine::new(self.cache, self.store, self.config));
         let (stop, stopped) = watch::channel(false);
         let task = if engine.config.background {
             let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
-                Error::new(
-                    ErrorKind::Config,
-                    "the background flusher needs a Tokio runtime",
-                )
-                .with_source(e)
+                Error::new(ErrorKind::Config, "the background flusher needs a Tokio runtime").with_source(e)
             })?;
             Some(runtime.spawn(engine.clone().run(stopped)))
         } else {
             None
         };
-        Ok(Counters {
-            engine,
-            stop,
-            task: Mutex::new(task),
-        })
+        Ok(Counters { engine, stop, task: Mutex::new(task) })
     }
 }
 
@@ -207,10 +193,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> CountersBuilder<C, S> {
 /// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 /// # }
 /// ```
-pub struct Counters<
-    C: CacheLayer + ?Sized = dyn CacheLayer,
-    S: DurableStore + ?Sized = dyn DurableStore,
-> {
+pub struct Counters<C: CacheLayer + ?Sized = dyn CacheLayer, S: DurableStore + ?Sized = dyn DurableStore> {
     engine: Arc<Engine<C, S>>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -220,11 +203,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     /// A builder over `cache` and `store`, with the default policy (every
     /// 10 s), default time slices, and the background flusher on.
     pub fn builder(cache: Arc<C>, store: Arc<S>) -> CountersBuilder<C, S> {
-        CountersBuilder {
-            cache,
-            store,
-            config: Config::default(),
-        }
+        CountersBuilder { cache, store, config: Config::default() }
     }
 
     /// The cache.
@@ -244,9 +223,9 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
 
     /// Subtracts `delta` and returns the counter's new total.
     pub async fn decr(&self, key: &Key, delta: i64) -> Result<i64> {
-        let negated = delta.checked_neg().ok_or_else(|| {
-            Error::new(ErrorKind::Overflow, "cannot negate the delta i64::MIN").with_key(key)
-        })?;
+        let negated = delta
+            .checked_neg()
+            .ok_or_else(|| Error::new(ErrorKind::Overflow, "cannot negate the delta i64::MIN").with_key(key))?;
         self.incr(key, negated).await
     }
 
@@ -283,22 +262,15 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
             if result.is_ok() && sliced {
                 let keys: Vec<&Key> = std::iter::once(key).chain(counted.iter()).collect();
                 slices = engine.slice_ids(&keys, options.at);
-                result = engine
-                    .cache
-                    .incr_slices(&slices, delta)
-                    .await
-                    .map_err(|e| with_key(e, key));
+                result = engine.cache.incr_slices(&slices, delta).await.map_err(|e| with_key(e, key));
             }
             if let Err(e) = result {
                 self.compensate(key, &counted, delta).await;
                 return Err(e);
             }
             if policy.is_immediate() {
-                let mut cells: Vec<Cell> = std::iter::once(key)
-                    .chain(counted.iter())
-                    .cloned()
-                    .map(Cell::Counter)
-                    .collect();
+                let mut cells: Vec<Cell> =
+                    std::iter::once(key).chain(counted.iter()).cloned().map(Cell::Counter).collect();
                 cells.extend(slices.into_iter().map(Cell::Slice));
                 self.write_through(&cells).await;
             }
@@ -315,10 +287,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
                 }
             } else if let Some(call) = options.policy {
                 if call.age_bound() < family.policy.age_bound() {
-                    engine.flush_soon(
-                        Cell::Counter(key.clone()),
-                        now_ms() + call.age_bound().as_millis() as u64,
-                    );
+                    engine.flush_soon(Cell::Counter(key.clone()), now_ms() + call.age_bound().as_millis() as u64);
                 }
             }
         }
@@ -328,9 +297,16 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     /// Undoes a partly counted increment (the undo flows to the store as a
     /// delta, like any other).
     async fn compensate(&self, key: &Key, ancestors: &[Key], delta: i64) {
+        // -i64::MIN is not an i64: undo it as +i64::MAX then +1, both in range.
+        let steps: &[i64] = match delta.checked_neg() {
+            Some(undo) => &[undo],
+            None => &[i64::MAX, 1],
+        };
         for k in std::iter::once(key).chain(ancestors) {
-            if let Err(e) = self.engine.add_total(k, delta.wrapping_neg(), None).await {
-                warn!(key = %k, error = %e, "could not undo a partly counted increment");
+            for &step in steps {
+                if let Err(e) = self.engine.add_total(k, step, None).await {
+                    warn!(key = %k, error = %e, "could not undo a partly counted increment");
+                }
             }
         }
     }
@@ -352,12 +328,11 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         }
         if let BackpressureMode::Wait(limit) = engine.config.backpressure {
             let deadline = tokio::time::Instant::now() + limit;
-            while engine.over_bound.load(Relaxed) {
+            while engine.over_bound.load(Relaxed) && tokio::time::Instant::now() < deadline {
                 let relieved = engine.relieved.notified();
                 engine.wake.notify_one();
-                if tokio::time::timeout_at(deadline, relieved).await.is_err() {
-                    break;
-                }
+                let slice = (deadline - tokio::time::Instant::now()).min(Duration::from_millis(50));
+                let _ = tokio::time::timeout(slice, relieved).await;
             }
             if !engine.over_bound.load(Relaxed) {
                 return Ok(());
@@ -412,40 +387,27 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         let engine = &*self.engine;
         engine.check_open()?;
         for _ in 0..3 {
-            if engine
-                .cache
-                .set(key, value)
-                .await
-                .map_err(|e| with_key(e, key))?
-                .is_some()
-            {
+            if engine.cache.set(key, value).await.map_err(|e| with_key(e, key))?.is_some() {
                 self.write_through(&[Cell::Counter(key.clone())]).await;
                 return Ok(());
             }
             let durable = engine.resolve(std::slice::from_ref(key)).await?[0];
-            engine
-                .cache
-                .load(key, durable.unwrap_or(0), 0)
-                .await
-                .map_err(|e| with_key(e, key))?;
+            engine.cache.load(key, durable.unwrap_or(0), 0).await.map_err(|e| with_key(e, key))?;
         }
-        Err(Error::new(
-            ErrorKind::Unavailable,
-            "the counter kept disappearing from the cache",
-        )
-        .with_key(key))
+        Err(Error::new(ErrorKind::Unavailable, "the counter kept disappearing from the cache").with_key(key))
     }
 
     /// Deletes a counter, its pending delta and its time series. Returns
-    /// whether it existed.
+    /// whether it existed. Increments racing with a delete may survive it.
     pub async fn delete(&self, key: &Key) -> Result<bool> {
         let engine = &*self.engine;
         engine.check_open()?;
         let cached = engine.cache.get_many(&[Cell::Counter(key.clone())]).await?[0].is_some();
-        engine.cache.remove(key).await?;
-        // Land what is in flight for it first, so it cannot come back.
+        // Land what is in flight for it first, so it cannot come back; any
+        // error up to the store's delete leaves everything as it was.
         engine.resolve(std::slice::from_ref(key)).await?;
         let stored = engine.store.delete(key).await?;
+        engine.cache.remove(key).await?;
         Ok(cached || stored)
     }
 
@@ -490,36 +452,29 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         let precision = engine.config.time_slices.precision(precision_secs)?;
         let (from, to) = (epoch_secs(from), epoch_secs(to));
         if from > to {
-            return Err(
-                Error::new(ErrorKind::InvalidInput, "the range starts after it ends").with_key(key),
-            );
+            return Err(Error::new(ErrorKind::InvalidInput, "the range starts after it ends").with_key(key));
         }
-        let mut buckets: BTreeMap<i64, i64> = engine
-            .store
-            .series(key, precision, from, to)
-            .await?
-            .into_iter()
-            .collect();
+        let mut buckets: BTreeMap<i64, i64> =
+            engine.store.series(key, precision, from, to).await?.into_iter().collect();
         // Pending deltas can only sit in buckets within retention.
         let now = epoch_secs(SystemTime::now());
         let step = i64::from(precision.secs());
-        let mut start =
-            precision.bucket_start(from.max(engine.config.time_slices.cutoff(precision, now)));
+        let mut start = precision.bucket_start(from.max(engine.config.time_slices.cutoff(precision, now)));
         let mut cells = Vec::new();
         while start <= to && cells.len() <= engine.config.time_slices.samples() as usize + 1 {
             if start >= from {
-                cells.push(Cell::Slice(SliceId {
-                    key: key.clone(),
-                    precision,
-                    start,
-                }));
+                cells.push(Cell::Slice(SliceId { key: key.clone(), precision, start }));
             }
             start += step;
         }
         for (cell, cached) in cells.iter().zip(engine.cache.get_many(&cells).await?) {
             if let (Cell::Slice(s), Some(c)) = (cell, cached) {
                 if c.pending != 0 {
-                    *buckets.entry(s.start).or_insert(0) += c.pending;
+                    let bucket = buckets.entry(s.start).or_insert(0);
+                    *bucket = i64::try_from(i128::from(*bucket) + c.pending).map_err(|_| {
+                        Error::new(ErrorKind::Overflow, format!("bucket {} holds more than an i64", s.start))
+                            .with_key(key)
+                    })?;
                 }
             }
         }
@@ -539,6 +494,13 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         let result = self.engine.flush_all().await;
         self.engine.refresh_gauges().await?;
         result
+    }
+
+    /// Batches this handle claimed and has not seen land yet (being applied,
+    /// or held for retry after a store failure): what a crash of this process
+    /// would leave behind. For diagnostics and tests.
+    pub fn inflight_batches(&self) -> Vec<crate::batch::Batch> {
+        self.engine.inflight_batches()
     }
 
     /// A reading of the engine's metrics (gauges as of the last flusher pass).

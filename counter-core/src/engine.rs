@@ -22,6 +22,8 @@ use crate::timeslice::epoch_secs;
 
 /// Most dirty cells looked at in one pass.
 const DIRTY_PAGE: usize = 10_000;
+/// Passes of an explicit flush over the dirty cells.
+const MAX_FLUSH_PASSES: usize = 1_000;
 
 /// What a flush moved to the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -99,22 +101,14 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
 
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Relaxed) {
-            return Err(Error::new(
-                ErrorKind::ShutDown,
-                "the counters handle was shut down",
-            ));
+            return Err(Error::new(ErrorKind::ShutDown, "the counters handle was shut down"));
         }
         Ok(())
     }
 
     /// Adds `delta` to a counter's total, loading it on a cache miss.
     /// Returns (new total, pending delta).
-    pub(crate) async fn add_total(
-        &self,
-        key: &Key,
-        delta: i64,
-        default: Option<i64>,
-    ) -> Result<(i64, i64)> {
+    pub(crate) async fn add_total(&self, key: &Key, delta: i64, default: Option<i64>) -> Result<(i64, i128)> {
         for _ in 0..3 {
             let outcome = match self.cache.incr_now(key, delta) {
                 Some(outcome) => outcome,
@@ -129,29 +123,15 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                         None => default.unwrap_or(0),
                     };
                     // Check before loading, so an overflow changes nothing.
-                    durable
-                        .unwrap_or(0)
-                        .checked_add(extra)
-                        .and_then(|v| v.checked_add(delta))
-                        .ok_or_else(|| {
-                            Error::new(
-                                ErrorKind::Overflow,
-                                "the total would leave the signed 64-bit range",
-                            )
-                            .with_key(key)
-                        })?;
-                    self.cache
-                        .load(key, durable.unwrap_or(0), extra)
-                        .await
-                        .map_err(|e| with_key(e, key))?;
+                    durable.unwrap_or(0).checked_add(extra).and_then(|v| v.checked_add(delta)).ok_or_else(|| {
+                        Error::new(ErrorKind::Overflow, "the total would leave the signed 64-bit range").with_key(key)
+                    })?;
+                    self.cache.load(key, durable.unwrap_or(0), extra).await.map_err(|e| with_key(e, key))?;
                 }
             }
         }
-        Err(Error::new(
-            ErrorKind::Unavailable,
-            "the counter kept disappearing from the cache while loading it",
-        )
-        .with_key(key))
+        Err(Error::new(ErrorKind::Unavailable, "the counter kept disappearing from the cache while loading it")
+            .with_key(key))
     }
 
     /// Durable values of `keys` once every claim in flight that touches them
@@ -159,14 +139,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     /// value plus claims in flight that have not landed).
     pub(crate) async fn resolve(&self, keys: &[Key]) -> Result<Vec<Option<i64>>> {
         let touches = |b: &Batch| keys.iter().any(|k| b.touches(k));
-        let mut todo: Vec<Arc<Batch>> = self
-            .inflight
-            .lock()
-            .expect("inflight lock")
-            .values()
-            .filter(|b| touches(b))
-            .cloned()
-            .collect();
+        let mut todo: Vec<Arc<Batch>> =
+            self.inflight.lock().expect("inflight lock").values().filter(|b| touches(b)).cloned().collect();
         for claim in self.cache.claims(0).await? {
             if touches(&claim) && !todo.iter().any(|b| b.id == claim.id) {
                 todo.push(Arc::new(claim));
@@ -179,11 +153,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         self.store.get_many(keys).await
     }
 
-    pub(crate) fn slice_ids(
-        &self,
-        keys: &[&Key],
-        at: Option<std::time::SystemTime>,
-    ) -> Vec<SliceId> {
+    pub(crate) fn slice_ids(&self, keys: &[&Key], at: Option<std::time::SystemTime>) -> Vec<SliceId> {
         let now = epoch_secs(std::time::SystemTime::now());
         let at = at.map(epoch_secs).unwrap_or(now);
         let mut out = Vec::new();
@@ -210,9 +180,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             let started = Instant::now();
             let outcome = self.store.apply(batch).await;
             self.metrics.store_calls.fetch_add(1, Relaxed);
-            self.metrics
-                .store_nanos
-                .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+            self.metrics.store_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
             match outcome {
                 Ok(outcome) => return Ok(outcome),
                 Err(e) if e.is_transient() && attempt + 1 < self.config.retry.attempts => {
@@ -233,60 +201,47 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     async fn land(&self, batch: Arc<Batch>, report: &mut FlushReport) -> Result<()> {
         if self.apply_with_retry(&batch).await? == ApplyOutcome::Applied {
             self.metrics.batches.fetch_add(1, Relaxed);
-            self.metrics
-                .cells_flushed
-                .fetch_add(batch.entries.len() as u64, Relaxed);
+            self.metrics.cells_flushed.fetch_add(batch.entries.len() as u64, Relaxed);
             report.add(&batch);
         }
         if let Err(e) = self.cache.ack(batch.id).await {
             // The claim stays recorded; a later pass applies it again, a no-op.
             warn!(batch = %batch.id, error = %e, "could not acknowledge a flushed claim");
         }
-        self.inflight
-            .lock()
-            .expect("inflight lock")
-            .remove(&batch.id);
-        self.held
-            .lock()
-            .expect("held lock")
-            .retain(|b| b.id != batch.id);
+        self.inflight.lock().expect("inflight lock").remove(&batch.id);
+        self.held.lock().expect("held lock").retain(|b| b.id != batch.id);
         Ok(())
     }
 
     /// Claims the pending deltas of `cells` and lands them, batch by batch.
-    /// A batch that fails is held for the next pass.
+    /// A batch that fails is held for the next pass. A batch the store
+    /// refuses with an overflow is held too, but the others go on: see
+    /// [`defer_overflow`].
     pub(crate) async fn flush_cells(&self, cells: &[Cell], report: &mut FlushReport) -> Result<()> {
-        let chunk = self
-            .cache
-            .capabilities()
-            .max_claim
-            .min(self.store.capabilities().max_batch)
-            .max(1);
+        let chunk = self.cache.capabilities().max_claim.min(self.store.capabilities().max_batch).max(1);
+        let mut deferred = None;
         for part in cells.chunks(chunk) {
             let batch = Arc::new(self.cache.claim(BatchId::new(), part).await?);
             if batch.is_empty() {
                 continue;
             }
-            self.inflight
-                .lock()
-                .expect("inflight lock")
-                .insert(batch.id, batch.clone());
-            if let Err(e) = self.land(batch.clone(), report).await {
+            self.inflight.lock().expect("inflight lock").insert(batch.id, batch.clone());
+            let landed = self.land(batch.clone(), report).await;
+            if landed.is_err() {
                 self.held.lock().expect("held lock").push_back(batch);
-                return Err(e);
             }
+            defer_overflow(landed, &mut deferred)?;
         }
-        Ok(())
+        deferred.map_or(Ok(()), Err)
     }
 
     async fn retry_held(&self, report: &mut FlushReport) -> Result<()> {
-        loop {
-            let next = self.held.lock().expect("held lock").front().cloned();
-            match next {
-                Some(batch) => self.land(batch, report).await?,
-                None => return Ok(()),
-            }
+        let held: Vec<Arc<Batch>> = self.held.lock().expect("held lock").iter().cloned().collect();
+        let mut deferred = None;
+        for batch in held {
+            defer_overflow(self.land(batch, report).await, &mut deferred)?;
         }
+        deferred.map_or(Ok(()), Err)
     }
 
     /// Applies claims that their flusher left unacknowledged for longer than
@@ -301,16 +256,15 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         }
         self.last_orphan_scan_ms.store(now, Relaxed);
         for claim in self.cache.claims(lease).await? {
-            if self
-                .inflight
-                .lock()
-                .expect("inflight lock")
-                .contains_key(&claim.id)
-            {
+            if self.inflight.lock().expect("inflight lock").contains_key(&claim.id) {
                 continue;
             }
             info!(batch = %claim.id, cells = claim.entries.len(), "recovering an orphaned claim");
-            self.land(Arc::new(claim), report).await?;
+            let mut deferred = None;
+            defer_overflow(self.land(Arc::new(claim), report).await, &mut deferred)?;
+            if deferred.is_some() {
+                continue; // it stays recorded; a later pass lands it
+            }
             report.recovered += 1;
             self.metrics.recovered_claims.fetch_add(1, Relaxed);
         }
@@ -321,35 +275,28 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     /// every cell whose policy says it is due.
     pub(crate) async fn flush_due(&self) -> Result<FlushReport> {
         let mut report = FlushReport::default();
-        self.retry_held(&mut report).await?;
         self.recover_orphans(&mut report).await?;
+        let mut deferred = None;
+        defer_overflow(self.retry_held(&mut report).await, &mut deferred)?;
         let now = now_ms();
         let mut due: Vec<Cell> = {
             let mut urgent = self.urgent.lock().expect("urgent lock");
-            let ready: Vec<Cell> = urgent
-                .iter()
-                .filter(|(_, d)| **d <= now)
-                .map(|(c, _)| c.clone())
-                .collect();
+            let ready: Vec<Cell> = urgent.iter().filter(|(_, d)| **d <= now).map(|(c, _)| c.clone()).collect();
             ready.iter().for_each(|c| {
                 urgent.remove(c);
             });
             ready
         };
-        self.flush_cells(&due, &mut report).await?;
+        defer_overflow(self.flush_cells(&due, &mut report).await, &mut deferred)?;
         let shortest = self.config.families.shortest_interval().as_millis() as u64;
         loop {
-            let dirty = self
-                .cache
-                .dirty(now.saturating_sub(shortest), DIRTY_PAGE)
-                .await?;
+            let dirty = self.cache.dirty(now.saturating_sub(shortest), DIRTY_PAGE).await?;
             let full = dirty.len() == DIRTY_PAGE;
             due.clear();
             for d in dirty {
                 let policy = &self.config.families.of(d.cell.key()).policy;
                 let age = now.saturating_sub(d.dirty_since_ms);
-                let counter_reached =
-                    matches!(d.cell, Cell::Counter(_)) && policy.reached(d.pending);
+                let counter_reached = matches!(d.cell, Cell::Counter(_)) && policy.reached(d.pending);
                 if age >= policy.age_bound().as_millis() as u64 || counter_reached {
                     due.push(d.cell);
                 }
@@ -357,10 +304,13 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             if due.is_empty() {
                 break;
             }
-            self.flush_cells(&due, &mut report).await?;
+            defer_overflow(self.flush_cells(&due, &mut report).await, &mut deferred)?;
             if !full {
                 break;
             }
+        }
+        if deferred.is_some() {
+            self.retry_held(&mut report).await?;
         }
         Ok(report)
     }
@@ -368,16 +318,22 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     /// Flushes everything pending, whatever the policy.
     pub(crate) async fn flush_all(&self) -> Result<FlushReport> {
         let mut report = FlushReport::default();
-        self.retry_held(&mut report).await?;
         self.recover_orphans(&mut report).await?;
-        loop {
+        let mut deferred = None;
+        defer_overflow(self.retry_held(&mut report).await, &mut deferred)?;
+        // Passes until nothing is dirty; bounded, so that a flush under
+        // constant traffic drains what was pending when it started and ends.
+        // (A pending delta beyond the i64 range needs up to three passes.)
+        for _ in 0..MAX_FLUSH_PASSES {
             let dirty = self.cache.dirty(u64::MAX, DIRTY_PAGE).await?;
-            let full = dirty.len() == DIRTY_PAGE;
-            let cells: Vec<Cell> = dirty.into_iter().map(|d| d.cell).collect();
-            self.flush_cells(&cells, &mut report).await?;
-            if !full {
+            if dirty.is_empty() {
                 break;
             }
+            let cells: Vec<Cell> = dirty.into_iter().map(|d| d.cell).collect();
+            defer_overflow(self.flush_cells(&cells, &mut report).await, &mut deferred)?;
+        }
+        if deferred.is_some() {
+            self.retry_held(&mut report).await?;
         }
         self.urgent.lock().expect("urgent lock").clear();
         Ok(report)
@@ -387,19 +343,9 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     /// backpressure.
     pub(crate) async fn refresh_gauges(&self) -> Result<()> {
         let stats = self.cache.stats().await?;
-        let held: u64 = self
-            .held
-            .lock()
-            .expect("held lock")
-            .iter()
-            .map(|b| b.entries.len() as u64)
-            .sum();
-        self.metrics
-            .pending_cells
-            .store(stats.dirty_cells + held, Relaxed);
-        self.metrics
-            .oldest_dirty_ms
-            .store(stats.oldest_dirty_ms.unwrap_or(0), Relaxed);
+        let held: u64 = self.held.lock().expect("held lock").iter().map(|b| b.entries.len() as u64).sum();
+        self.metrics.pending_cells.store(stats.dirty_cells + held, Relaxed);
+        self.metrics.oldest_dirty_ms.store(stats.oldest_dirty_ms.unwrap_or(0), Relaxed);
         let over = stats.dirty_cells + held >= self.config.max_pending_cells;
         let was = self.over_bound.swap(over, Relaxed);
         if over && !was {
@@ -415,6 +361,10 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         Ok(())
     }
 
+    pub(crate) fn inflight_batches(&self) -> Vec<Batch> {
+        self.inflight.lock().expect("inflight lock").values().map(|b| Batch::clone(b)).collect()
+    }
+
     pub(crate) fn held_batches(&self) -> usize {
         self.held.lock().expect("held lock").len()
     }
@@ -424,10 +374,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         let now = epoch_secs(std::time::SystemTime::now());
         let mut total = CleanReport::default();
         for &precision in self.config.time_slices.precisions() {
-            let r = self
-                .store
-                .clean(precision, self.config.time_slices.cutoff(precision, now))
-                .await?;
+            let r = self.store.clean(precision, self.config.time_slices.cutoff(precision, now)).await?;
             total.buckets_removed += r.buckets_removed;
             total.series_removed += r.series_removed;
         }
@@ -440,11 +387,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         let tick = self.config.tick();
         let mut failures: u32 = 0;
         loop {
-            let pause = if failures == 0 {
-                tick
-            } else {
-                self.config.retry.backoff(failures.min(8)).max(tick)
-            };
+            let pause = if failures == 0 { tick } else { self.config.retry.backoff(failures.min(8)).max(tick) };
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = tokio::time::sleep(pause) => {}
@@ -474,11 +417,22 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     }
 }
 
+/// Deltas commute, but a store holds i64 values: a batch can overflow when
+/// it lands before another batch it depends on (a held `-2^63` before an
+/// orphaned `+1`), although every total is in range once all have landed.
+/// So an overflow refusal is set aside (the batch stays held or recorded)
+/// while the other batches land, and is returned only if it persists.
+fn defer_overflow(result: Result<()>, deferred: &mut Option<Error>) -> Result<()> {
+    match result {
+        Err(e) if e.kind() == ErrorKind::Overflow => {
+            deferred.get_or_insert(e);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Names the key in an error that does not name one yet.
 pub(crate) fn with_key(e: Error, key: &Key) -> Error {
-    if e.key().is_some() {
-        e
-    } else {
-        e.with_key(key)
-    }
+    if e.key().is_some() { e } else { e.with_key(key) }
 }

@@ -72,27 +72,16 @@ pub struct Error {
 impl Error {
     /// A new error of `kind` with a message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            key: None,
-            message: message.into(),
-            source: None,
-        }
+        Error { kind, key: None, message: message.into(), source: None }
     }
 
     /// Shorthand for an [`ErrorKind::Unavailable`] error with a cause.
-    pub fn unavailable(
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    pub fn unavailable(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Error::new(ErrorKind::Unavailable, message).with_source(source)
     }
 
     /// Shorthand for an [`ErrorKind::Permanent`] error with a cause.
-    pub fn permanent(
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    pub fn permanent(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Error::new(ErrorKind::Permanent, message).with_source(source)
     }
 
@@ -164,9 +153,7 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_ref()
-            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
+        self.source.as_ref().map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -179,10 +166,7 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused\nagain");
         let e = Error::unavailable("store did not answer", io).with_key("clicks/ad42");
         let text = e.to_string();
-        assert_eq!(
-            text,
-            "unavailable for key \"clicks/ad42\": store did not answer: refused again"
-        );
+        assert_eq!(text, "unavailable for key \"clicks/ad42\": store did not answer: refused again");
         assert!(e.is_transient());
         assert!(!Error::new(ErrorKind::Permanent, "x").is_transient());
         assert!(!Error::new(ErrorKind::InvalidKey, "x").is_transient());

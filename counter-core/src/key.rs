@@ -41,10 +41,7 @@ impl Key {
         let (namespace, name) = (namespace.as_ref(), name.as_ref());
         check_namespace(namespace).map_err(|e| e.with_key(display(namespace, name)))?;
         check_name(name).map_err(|e| e.with_key(display(namespace, name)))?;
-        Ok(Key {
-            namespace: namespace.into(),
-            name: name.into(),
-        })
+        Ok(Key { namespace: namespace.into(), name: name.into() })
     }
 
     /// A key in the default (empty) namespace.
@@ -78,10 +75,7 @@ impl Key {
             .char_indices()
             .rev()
             .filter(|&(i, c)| c == HIERARCHY_SEPARATOR && i > 0)
-            .map(|(i, _)| Key {
-                namespace: self.namespace.clone(),
-                name: self.name[..i].into(),
-            })
+            .map(|(i, _)| Key { namespace: self.namespace.clone(), name: self.name[..i].into() })
     }
 
     /// Bytes of namespace and name together (for memory accounting).
@@ -110,20 +104,14 @@ fn check_name(name: &str) -> Result<()> {
         return Err(invalid("name is empty"));
     }
     if name.len() > MAX_NAME_BYTES {
-        return Err(invalid(format!(
-            "name is {} bytes, the limit is {MAX_NAME_BYTES}",
-            name.len()
-        )));
+        return Err(invalid(format!("name is {} bytes, the limit is {MAX_NAME_BYTES}", name.len())));
     }
     check_chars("name", name)
 }
 
 fn check_namespace(namespace: &str) -> Result<()> {
     if namespace.len() > MAX_NAMESPACE_BYTES {
-        return Err(invalid(format!(
-            "namespace is {} bytes, the limit is {MAX_NAMESPACE_BYTES}",
-            namespace.len()
-        )));
+        return Err(invalid(format!("namespace is {} bytes, the limit is {MAX_NAMESPACE_BYTES}", namespace.len())));
     }
     if namespace.contains(NAMESPACE_SEPARATOR) {
         return Err(invalid("namespace contains '/'"));
@@ -133,10 +121,7 @@ fn check_namespace(namespace: &str) -> Result<()> {
 
 fn check_chars(what: &str, text: &str) -> Result<()> {
     match text.char_indices().find(|(_, c)| c.is_control()) {
-        Some((at, c)) => Err(invalid(format!(
-            "{what} contains control character U+{:04X} at byte {at}",
-            c as u32
-        ))),
+        Some((at, c)) => Err(invalid(format!("{what} contains control character U+{:04X} at byte {at}", c as u32))),
         None => Ok(()),
     }
 }
@@ -181,20 +166,10 @@ mod tests {
         assert!(e.to_string().contains("1025 bytes"), "{e}");
         assert_eq!(Key::named("").unwrap_err().kind(), ErrorKind::InvalidKey);
         for bad in ["a\nb", "a\0", "\u{7f}", "tab\there", "c1\u{85}"] {
-            assert_eq!(
-                Key::named(bad).unwrap_err().kind(),
-                ErrorKind::InvalidKey,
-                "{bad:?}"
-            );
+            assert_eq!(Key::named(bad).unwrap_err().kind(), ErrorKind::InvalidKey, "{bad:?}");
         }
-        assert_eq!(
-            Key::new("a/b", "x").unwrap_err().kind(),
-            ErrorKind::InvalidKey
-        );
-        assert_eq!(
-            Key::new("a\r", "x").unwrap_err().kind(),
-            ErrorKind::InvalidKey
-        );
+        assert_eq!(Key::new("a/b", "x").unwrap_err().kind(), ErrorKind::InvalidKey);
+        assert_eq!(Key::new("a\r", "x").unwrap_err().kind(), ErrorKind::InvalidKey);
         // Spaces, quotes, multibyte text are all fine.
         assert!(Key::named("\r\nflush_all\r\n".trim()).is_ok());
         assert!(Key::named("日本 語 'quoted' \"x\"").is_ok());

@@ -25,11 +25,7 @@ impl Policy {
     /// Write-through: the store is updated before `incr` returns (when it is
     /// reachable; otherwise the delta stays pending and is retried).
     pub const fn immediate() -> Policy {
-        Policy {
-            interval: Duration::ZERO,
-            threshold: None,
-            immediate: true,
-        }
+        Policy { interval: Duration::ZERO, threshold: None, immediate: true }
     }
 
     /// At most once per `interval` per counter. Fails on a zero interval
@@ -41,11 +37,7 @@ impl Policy {
                 "a policy interval must be above zero; use Policy::immediate",
             ));
         }
-        Ok(Policy {
-            interval,
-            threshold: None,
-            immediate: false,
-        })
+        Ok(Policy { interval, threshold: None, immediate: false })
     }
 
     /// When the pending delta's magnitude reaches `threshold` (a threshold,
@@ -57,10 +49,7 @@ impl Policy {
     /// This policy, also flushing when the pending magnitude reaches `threshold`.
     pub fn with_threshold(mut self, threshold: u64) -> Result<Policy> {
         if threshold == 0 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "a policy threshold must be at least 1",
-            ));
+            return Err(Error::new(ErrorKind::InvalidInput, "a policy threshold must be at least 1"));
         }
         self.threshold = Some(threshold);
         Ok(self)
@@ -89,19 +78,15 @@ impl Policy {
     }
 
     /// Whether a pending delta of this magnitude must be flushed now.
-    pub fn reached(&self, pending: i64) -> bool {
-        self.immediate || self.threshold.is_some_and(|t| pending.unsigned_abs() >= t)
+    pub fn reached(&self, pending: i128) -> bool {
+        self.immediate || self.threshold.is_some_and(|t| pending.unsigned_abs() >= u128::from(t))
     }
 }
 
 impl Default for Policy {
     /// Every 10 seconds.
     fn default() -> Self {
-        Policy {
-            interval: DEFAULT_INTERVAL,
-            threshold: None,
-            immediate: false,
-        }
+        Policy { interval: DEFAULT_INTERVAL, threshold: None, immediate: false }
     }
 }
 
@@ -121,10 +106,7 @@ pub struct Family {
 impl Family {
     /// A family with `policy`, no time slices, no rollup.
     pub fn new(policy: Policy) -> Family {
-        Family {
-            policy,
-            ..Family::default()
-        }
+        Family { policy, ..Family::default() }
     }
 
     /// With time slices.
@@ -152,10 +134,7 @@ pub struct Families {
 impl Families {
     /// Only the default family.
     pub fn new(default: Family) -> Families {
-        Families {
-            default,
-            by_prefix: Vec::new(),
-        }
+        Families { default, by_prefix: Vec::new() }
     }
 
     /// The default family.
@@ -170,10 +149,8 @@ impl Families {
 
     /// Adds (or replaces) the family of `namespace` counters named `prefix...`.
     pub fn insert(&mut self, namespace: &str, prefix: &str, family: Family) {
-        self.by_prefix
-            .retain(|(n, p, _)| !(n == namespace && p == prefix));
-        self.by_prefix
-            .push((namespace.to_string(), prefix.to_string(), family));
+        self.by_prefix.retain(|(n, p, _)| !(n == namespace && p == prefix));
+        self.by_prefix.push((namespace.to_string(), prefix.to_string(), family));
         self.by_prefix.sort_by_key(|f| std::cmp::Reverse(f.1.len()));
     }
 
@@ -223,11 +200,7 @@ mod tests {
         assert!(p.reached(100));
         assert!(p.reached(150), "stepping over the threshold still fires");
         assert!(p.reached(-100));
-        assert_eq!(
-            p.age_bound(),
-            DEFAULT_INTERVAL,
-            "a threshold policy keeps an age bound"
-        );
+        assert_eq!(p.age_bound(), DEFAULT_INTERVAL, "a threshold policy keeps an age bound");
         assert!(Policy::threshold(0).is_err());
         assert!(Policy::interval(Duration::ZERO).is_err());
         assert!(Policy::immediate().reached(0));
@@ -242,10 +215,7 @@ mod tests {
         f.insert("ns", "clicks:vip", faster);
         assert_eq!(f.of(&Key::new("ns", "clicks:vip:1").unwrap()), &faster);
         assert_eq!(f.of(&Key::new("ns", "clicks:1").unwrap()), &fast);
-        assert_eq!(
-            f.of(&Key::new("other", "clicks:1").unwrap()),
-            &Family::default()
-        );
+        assert_eq!(f.of(&Key::new("other", "clicks:1").unwrap()), &Family::default());
         assert_eq!(f.shortest_interval(), Duration::from_millis(10));
         assert!(f.any_eager());
     }

@@ -25,12 +25,7 @@ pub struct StoreCapabilities {
 impl StoreCapabilities {
     /// Capabilities of a backend named `name`, with conservative defaults.
     pub fn new(name: &'static str) -> Self {
-        StoreCapabilities {
-            name,
-            durable: true,
-            shared: false,
-            max_batch: 500,
-        }
+        StoreCapabilities { name, durable: true, shared: false, max_batch: 500 }
     }
 }
 
@@ -61,12 +56,7 @@ impl ListQuery {
     /// Every counter of `namespace` whose name starts with `prefix`, by name,
     /// at most 1,000.
     pub fn new(namespace: impl Into<String>, prefix: impl Into<String>) -> Self {
-        ListQuery {
-            namespace: namespace.into(),
-            prefix: prefix.into(),
-            order: ListOrder::ByName,
-            limit: 1_000,
-        }
+        ListQuery { namespace: namespace.into(), prefix: prefix.into(), order: ListOrder::ByName, limit: 1_000 }
     }
 
     /// The `n` largest instead.
@@ -134,13 +124,7 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// `(bucket start, count)` of a time-sliced counter at `precision`, for
     /// buckets starting in `from..=to` (epoch seconds), oldest first.
-    async fn series(
-        &self,
-        key: &Key,
-        precision: Precision,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(i64, i64)>>;
+    async fn series(&self, key: &Key, precision: Precision, from: i64, to: i64) -> Result<Vec<(i64, i64)>>;
 
     /// Deletes buckets of `precision` that start before `cutoff` (epoch
     /// seconds) and forgets series left without buckets.

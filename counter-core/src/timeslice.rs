@@ -24,39 +24,22 @@ impl TimeSlices {
     /// Precisions (seconds) and samples kept per precision.
     pub fn new(precisions: &[u32], samples: u32) -> Result<TimeSlices> {
         if precisions.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "at least one precision is needed",
-            ));
+            return Err(Error::new(ErrorKind::InvalidInput, "at least one precision is needed"));
         }
         if samples == 0 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "at least one sample per precision must be kept",
-            ));
+            return Err(Error::new(ErrorKind::InvalidInput, "at least one sample per precision must be kept"));
         }
         let mut out = Vec::with_capacity(precisions.len());
         for &p in precisions {
-            let p = Precision::from_secs(p).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidInput,
-                    "a precision must be at least 1 second",
-                )
-            })?;
+            let p = Precision::from_secs(p)
+                .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "a precision must be at least 1 second"))?;
             if out.contains(&p) {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    format!("precision {p} is listed twice"),
-                ));
+                return Err(Error::new(ErrorKind::InvalidInput, format!("precision {p} is listed twice")));
             }
             out.push(p);
         }
         out.sort();
-        Ok(TimeSlices {
-            precisions: out,
-            samples,
-            clean_every: Duration::from_secs(60),
-        })
+        Ok(TimeSlices { precisions: out, samples, clean_every: Duration::from_secs(60) })
     }
 
     /// How often the background cleaner runs (60 s by default).
@@ -83,24 +66,13 @@ impl TimeSlices {
     /// The configured precision of `seconds`, or a typed error naming the
     /// configured ones.
     pub fn precision(&self, seconds: u32) -> Result<Precision> {
-        self.precisions
-            .iter()
-            .copied()
-            .find(|p| p.secs() == seconds)
-            .ok_or_else(|| {
-                let known: Vec<String> = self
-                    .precisions
-                    .iter()
-                    .map(|p| p.secs().to_string())
-                    .collect();
-                Error::new(
-                    ErrorKind::InvalidInput,
-                    format!(
-                        "unknown precision {seconds}s (configured: {})",
-                        known.join(", ")
-                    ),
-                )
-            })
+        self.precisions.iter().copied().find(|p| p.secs() == seconds).ok_or_else(|| {
+            let known: Vec<String> = self.precisions.iter().map(|p| p.secs().to_string()).collect();
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("unknown precision {seconds}s (configured: {})", known.join(", ")),
+            )
+        })
     }
 
     /// Start of the oldest bucket kept at `precision` when it is `now`.
@@ -115,11 +87,7 @@ impl TimeSlices {
         for &precision in &self.precisions {
             let start = precision.bucket_start(at);
             if start >= self.cutoff(precision, now) {
-                out.push(SliceId {
-                    key: key.clone(),
-                    precision,
-                    start,
-                });
+                out.push(SliceId { key: key.clone(), precision, start });
             }
         }
     }
@@ -127,8 +95,7 @@ impl TimeSlices {
 
 impl Default for TimeSlices {
     fn default() -> Self {
-        TimeSlices::new(&DEFAULT_PRECISIONS, DEFAULT_SAMPLES)
-            .expect("default time slices are valid")
+        TimeSlices::new(&DEFAULT_PRECISIONS, DEFAULT_SAMPLES).expect("default time slices are valid")
     }
 }
 
@@ -163,11 +130,7 @@ mod tests {
         assert_eq!(out.len(), 2);
         out.clear();
         ts.slices_for(&key, 990, 1_000, &mut out);
-        assert_eq!(
-            out.len(),
-            1,
-            "the 1 s buckets keep 3 samples only: 990 is past them"
-        );
+        assert_eq!(out.len(), 1, "the 1 s buckets keep 3 samples only: 990 is past them");
         assert_eq!(out[0].start, 960);
     }
 

@@ -24,44 +24,17 @@ struct Entry {
 
 impl Entry {
     fn new(total: i64, flushed: i64) -> Entry {
-        Entry {
-            total: AtomicI64::new(total),
-            flushed: AtomicI64::new(flushed),
-            dirty_since: AtomicU64::new(0),
-        }
+        Entry { total: AtomicI64::new(total), flushed: AtomicI64::new(flushed), dirty_since: AtomicU64::new(0) }
     }
 
-    /// Adds `delta` to the total unless the total or the pending delta would
-    /// overflow. Returns (new total, pending).
-    fn add(&self, delta: i64) -> Result<(i64, i64)> {
+    /// Adds `delta` to the total unless it would overflow. Returns (new
+    /// total, pending).
+    fn add(&self, delta: i64) -> Result<(i64, i128)> {
         let mut current = self.total.load(SeqCst);
         loop {
             let new = current.checked_add(delta).ok_or_else(overflow_total)?;
-            let pending = new
-                .checked_sub(self.flushed.load(SeqCst))
-                .ok_or_else(overflow_pending)?;
-            match self
-                .total
-                .compare_exchange_weak(current, new, SeqCst, SeqCst)
-            {
-                Ok(_) => return Ok((new, pending)),
-                Err(actual) => current = actual,
-            }
-        }
-    }
-
-    /// Replaces the total unless the pending delta would overflow.
-    fn set(&self, total: i64) -> Result<i64> {
-        let mut current = self.total.load(SeqCst);
-        loop {
-            total
-                .checked_sub(self.flushed.load(SeqCst))
-                .ok_or_else(overflow_pending)?;
-            match self
-                .total
-                .compare_exchange_weak(current, total, SeqCst, SeqCst)
-            {
-                Ok(old) => return Ok(old),
+            match self.total.compare_exchange_weak(current, new, SeqCst, SeqCst) {
+                Ok(_) => return Ok((new, i128::from(new) - i128::from(self.flushed.load(SeqCst)))),
                 Err(actual) => current = actual,
             }
         }
@@ -73,40 +46,34 @@ impl Entry {
             return None;
         }
         let now = now_ms().max(1);
-        self.dirty_since
-            .compare_exchange(0, now, SeqCst, SeqCst)
-            .ok()
-            .map(|_| now)
+        self.dirty_since.compare_exchange(0, now, SeqCst, SeqCst).ok().map(|_| now)
     }
 
-    /// Moves the pending delta out: `F := T`. Clears the dirty mark first, so
-    /// an increment racing with the claim marks the entry dirty again.
-    /// Returns (delta, whether it was marked dirty).
-    fn claim(&self) -> (i64, bool) {
+    /// Moves the pending delta out: `F := T`, or by at most an i64 when
+    /// `T - F` is beyond it. Clears the dirty mark first, so an increment
+    /// racing with the claim marks the entry dirty again. Returns (delta,
+    /// whether it was marked dirty, whether a remainder is still pending).
+    fn claim(&self) -> (i64, bool, bool) {
         let was_dirty = self.dirty_since.swap(0, SeqCst) != 0;
         loop {
             let flushed = self.flushed.load(SeqCst);
             let total = self.total.load(SeqCst);
-            if total == flushed {
-                return (0, was_dirty);
+            let pending = i128::from(total) - i128::from(flushed);
+            if pending == 0 {
+                return (0, was_dirty, false);
             }
-            if self
-                .flushed
-                .compare_exchange(flushed, total, SeqCst, SeqCst)
-                .is_ok()
-            {
-                // `add` and `set` keep T - F within i64.
-                return (total.wrapping_sub(flushed), was_dirty);
+            let delta = pending.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+            // F + delta lies between F and T, so it is an i64.
+            let new_flushed = flushed + delta;
+            if self.flushed.compare_exchange(flushed, new_flushed, SeqCst, SeqCst).is_ok() {
+                return (delta, was_dirty, new_flushed != total);
             }
         }
     }
 
     fn value(&self) -> CachedValue {
         let total = self.total.load(SeqCst);
-        CachedValue {
-            total,
-            pending: total.wrapping_sub(self.flushed.load(SeqCst)),
-        }
+        CachedValue { total, pending: i128::from(total) - i128::from(self.flushed.load(SeqCst)) }
     }
 
     fn is_clean(&self) -> bool {
@@ -115,17 +82,7 @@ impl Entry {
 }
 
 fn overflow_total() -> Error {
-    Error::new(
-        ErrorKind::Overflow,
-        "the total would leave the signed 64-bit range",
-    )
-}
-
-fn overflow_pending() -> Error {
-    Error::new(
-        ErrorKind::Overflow,
-        "the pending delta since the last flush would leave the signed 64-bit range",
-    )
+    Error::new(ErrorKind::Overflow, "the total would leave the signed 64-bit range")
 }
 
 /// The fast in-process cache.
@@ -169,10 +126,7 @@ impl MemoryCache {
 
     fn queue_dirty(&self, cell: Cell, stamp: u64) {
         self.dirty_cells.fetch_add(1, SeqCst);
-        self.dirty_queue
-            .lock()
-            .expect("dirty queue lock")
-            .push_back((cell, stamp));
+        self.dirty_queue.lock().expect("dirty queue lock").push_back((cell, stamp));
     }
 
     fn with_entry<T>(&self, cell: &Cell, f: impl FnOnce(&Entry) -> T) -> Option<T> {
@@ -226,10 +180,7 @@ impl CacheLayer for MemoryCache {
     async fn load(&self, key: &Key, durable: i64, extra: i64) -> Result<i64> {
         let total = durable.checked_add(extra).ok_or_else(overflow_total)?;
         let (total, stamp) = {
-            let entry = self
-                .counters
-                .entry(key.clone())
-                .or_insert_with(|| Entry::new(total, durable));
+            let entry = self.counters.entry(key.clone()).or_insert_with(|| Entry::new(total, durable));
             let stamp = if extra != 0 { entry.mark_dirty() } else { None };
             (entry.total.load(SeqCst), stamp)
         };
@@ -245,10 +196,7 @@ impl CacheLayer for MemoryCache {
         }
         for (done, slice) in slices.iter().enumerate() {
             let added = {
-                let entry = self
-                    .slices
-                    .entry(slice.clone())
-                    .or_insert_with(|| Entry::new(0, 0));
+                let entry = self.slices.entry(slice.clone()).or_insert_with(|| Entry::new(0, 0));
                 entry.add(delta).map(|_| entry.mark_dirty())
             };
             match added {
@@ -273,12 +221,8 @@ impl CacheLayer for MemoryCache {
             let Some(entry) = self.counters.get(key) else {
                 return Ok(None);
             };
-            let old = entry.set(total)?;
-            let stamp = if old != total {
-                entry.mark_dirty()
-            } else {
-                None
-            };
+            let old = entry.total.swap(total, SeqCst);
+            let stamp = if old != total { entry.mark_dirty() } else { None };
             (old, stamp)
         };
         if let Some(stamp) = stamp {
@@ -288,10 +232,7 @@ impl CacheLayer for MemoryCache {
     }
 
     async fn get_many(&self, cells: &[Cell]) -> Result<Vec<Option<CachedValue>>> {
-        Ok(cells
-            .iter()
-            .map(|cell| self.with_entry(cell, Entry::value))
-            .collect())
+        Ok(cells.iter().map(|cell| self.with_entry(cell, Entry::value)).collect())
     }
 
     async fn remove(&self, key: &Key) -> Result<()> {
@@ -312,9 +253,7 @@ impl CacheLayer for MemoryCache {
     async fn dirty(&self, dirty_before_ms: u64, limit: usize) -> Result<Vec<DirtyCell>> {
         let mut queue = self.dirty_queue.lock().expect("dirty queue lock");
         // Drop stale items: the cell is gone, or was claimed since (its stamp changed).
-        queue.retain(|(cell, stamp)| {
-            self.with_entry(cell, |e| e.dirty_since.load(SeqCst) == *stamp) == Some(true)
-        });
+        queue.retain(|(cell, stamp)| self.with_entry(cell, |e| e.dirty_since.load(SeqCst) == *stamp) == Some(true));
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for (cell, stamp) in queue.iter() {
@@ -325,37 +264,34 @@ impl CacheLayer for MemoryCache {
                 continue;
             }
             if let Some(value) = self.with_entry(cell, Entry::value) {
-                out.push(DirtyCell {
-                    cell: cell.clone(),
-                    pending: value.pending,
-                    dirty_since_ms: *stamp,
-                });
+                out.push(DirtyCell { cell: cell.clone(), pending: value.pending, dirty_since_ms: *stamp });
             }
         }
         Ok(out)
     }
 
     async fn claim(&self, id: BatchId, cells: &[Cell]) -> Result<Batch> {
-        let mut batch = Batch {
-            id,
-            entries: Vec::with_capacity(cells.len()),
-        };
+        let mut batch = Batch { id, entries: Vec::with_capacity(cells.len()) };
         let mut seen = HashSet::new();
         for cell in cells {
             if !seen.insert(cell) {
                 continue;
             }
-            let Some((delta, was_dirty)) = self.with_entry(cell, Entry::claim) else {
+            let Some((delta, was_dirty, remainder, stamp)) = self.with_entry(cell, |e| {
+                let (delta, was_dirty, remainder) = e.claim();
+                (delta, was_dirty, remainder, if remainder { e.mark_dirty() } else { None })
+            }) else {
                 continue;
             };
             if was_dirty {
                 self.dirty_cells.fetch_sub(1, SeqCst);
             }
+            if let Some(stamp) = stamp {
+                self.queue_dirty(cell.clone(), stamp);
+            }
+            let _ = remainder;
             if delta != 0 {
-                batch.entries.push(BatchEntry {
-                    cell: cell.clone(),
-                    delta,
-                });
+                batch.entries.push(BatchEntry { cell: cell.clone(), delta });
             }
             if let Cell::Slice(slice) = cell {
                 // A clean slice holds nothing worth keeping: the store has it.
@@ -363,10 +299,7 @@ impl CacheLayer for MemoryCache {
             }
         }
         if !batch.is_empty() {
-            self.claims
-                .lock()
-                .expect("claims lock")
-                .insert(id, batch.clone());
+            self.claims.lock().expect("claims lock").insert(id, batch.clone());
         }
         Ok(batch)
     }
@@ -379,11 +312,8 @@ impl CacheLayer for MemoryCache {
     async fn claims(&self, older_than_ms: u64) -> Result<Vec<Batch>> {
         let now = now_ms();
         let claims = self.claims.lock().expect("claims lock");
-        let mut out: Vec<Batch> = claims
-            .values()
-            .filter(|b| now.saturating_sub(b.id.created_ms()) >= older_than_ms)
-            .cloned()
-            .collect();
+        let mut out: Vec<Batch> =
+            claims.values().filter(|b| now.saturating_sub(b.id.created_ms()) >= older_than_ms).cloned().collect();
         out.sort_by_key(|b| b.id);
         Ok(out)
     }
@@ -393,9 +323,7 @@ impl CacheLayer for MemoryCache {
             let queue = self.dirty_queue.lock().expect("dirty queue lock");
             queue
                 .iter()
-                .find(|(cell, stamp)| {
-                    self.with_entry(cell, |e| e.dirty_since.load(SeqCst) == *stamp) == Some(true)
-                })
+                .find(|(cell, stamp)| self.with_entry(cell, |e| e.dirty_since.load(SeqCst) == *stamp) == Some(true))
                 .map(|(_, stamp)| *stamp)
         };
         Ok(CacheStats {
@@ -442,35 +370,16 @@ mod tests {
         let k = key("a");
         assert_eq!(cache.incr(&k, 1).await.unwrap(), CacheIncr::Missing);
         assert_eq!(cache.load(&k, 10, 0).await.unwrap(), 10);
-        assert_eq!(
-            cache.load(&k, 99, 0).await.unwrap(),
-            10,
-            "load only installs an absent counter"
-        );
-        assert_eq!(
-            cache.incr(&k, 5).await.unwrap(),
-            CacheIncr::Applied {
-                total: 15,
-                pending: 5
-            }
-        );
+        assert_eq!(cache.load(&k, 99, 0).await.unwrap(), 10, "load only installs an absent counter");
+        assert_eq!(cache.incr(&k, 5).await.unwrap(), CacheIncr::Applied { total: 15, pending: 5 });
         assert_eq!(cache.stats().await.unwrap().dirty_cells, 1);
         let dirty = cache.dirty(u64::MAX, 10).await.unwrap();
         assert_eq!(dirty.len(), 1);
         assert_eq!(dirty[0].pending, 5);
         let id = BatchId::new();
         let batch = cache.claim(id, &[Cell::Counter(k.clone())]).await.unwrap();
-        assert_eq!(
-            batch.entries,
-            vec![BatchEntry {
-                cell: Cell::Counter(k.clone()),
-                delta: 5
-            }]
-        );
-        let again = cache
-            .claim(BatchId::new(), &[Cell::Counter(k.clone())])
-            .await
-            .unwrap();
+        assert_eq!(batch.entries, vec![BatchEntry { cell: Cell::Counter(k.clone()), delta: 5 }]);
+        let again = cache.claim(BatchId::new(), &[Cell::Counter(k.clone())]).await.unwrap();
         assert!(again.is_empty(), "a delta is claimed once");
         assert_eq!(cache.claims(0).await.unwrap(), vec![batch]);
         cache.ack(id).await.unwrap();
@@ -487,13 +396,7 @@ mod tests {
         let e = cache.incr(&k, 2).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Overflow);
         let v = cache.get_many(&[Cell::Counter(k.clone())]).await.unwrap();
-        assert_eq!(
-            v[0],
-            Some(CachedValue {
-                total: i64::MAX - 1,
-                pending: 0
-            })
-        );
+        assert_eq!(v[0], Some(CachedValue { total: i64::MAX - 1, pending: 0 }));
     }
 
     #[tokio::test]
@@ -512,19 +415,13 @@ mod tests {
         }
         let mut claimed = 0;
         while tasks.iter().any(|t| !t.is_finished()) {
-            let b = cache
-                .claim(BatchId::new(), &[Cell::Counter(k.clone())])
-                .await
-                .unwrap();
+            let b = cache.claim(BatchId::new(), &[Cell::Counter(k.clone())]).await.unwrap();
             claimed += b.entries.iter().map(|e| e.delta).sum::<i64>();
         }
         for t in tasks {
             t.join().unwrap();
         }
-        let b = cache
-            .claim(BatchId::new(), &[Cell::Counter(k.clone())])
-            .await
-            .unwrap();
+        let b = cache.claim(BatchId::new(), &[Cell::Counter(k.clone())]).await.unwrap();
         claimed += b.entries.iter().map(|e| e.delta).sum::<i64>();
         assert_eq!(claimed, 100_000);
     }

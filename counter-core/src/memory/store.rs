@@ -42,11 +42,8 @@ impl MemoryStore {
 }
 
 fn overflow(cell: &Cell) -> Error {
-    Error::new(
-        ErrorKind::Overflow,
-        format!("applying the batch would take {cell} out of the i64 range"),
-    )
-    .with_key(cell.key())
+    Error::new(ErrorKind::Overflow, format!("applying the batch would take {cell} out of the i64 range"))
+        .with_key(cell.key())
 }
 
 #[async_trait]
@@ -73,9 +70,7 @@ impl DurableStore for MemoryStore {
                         Some(v) => *v,
                         None => data.counters.get(key).copied().unwrap_or(0),
                     };
-                    let new = old
-                        .checked_add(entry.delta)
-                        .ok_or_else(|| overflow(&entry.cell))?;
+                    let new = old.checked_add(entry.delta).ok_or_else(|| overflow(&entry.cell))?;
                     counters.insert(key, new);
                 }
                 Cell::Slice(s) => {
@@ -89,18 +84,14 @@ impl DurableStore for MemoryStore {
                             .copied()
                             .unwrap_or(0),
                     };
-                    let new = old
-                        .checked_add(entry.delta)
-                        .ok_or_else(|| overflow(&entry.cell))?;
+                    let new = old.checked_add(entry.delta).ok_or_else(|| overflow(&entry.cell))?;
                     buckets.insert(id, new);
                 }
             }
         }
         let counters: Vec<(Key, i64)> = counters.into_iter().map(|(k, v)| (k.clone(), v)).collect();
-        let buckets: Vec<((Key, Precision), i64, i64)> = buckets
-            .into_iter()
-            .map(|((k, p, s), v)| ((k.clone(), p), s, v))
-            .collect();
+        let buckets: Vec<((Key, Precision), i64, i64)> =
+            buckets.into_iter().map(|((k, p, s), v)| ((k.clone(), p), s, v)).collect();
         for (key, value) in counters {
             data.counters.insert(key, value);
         }
@@ -124,23 +115,13 @@ impl DurableStore for MemoryStore {
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<(Key, i64)>> {
         let data = self.data.lock().expect("store lock");
-        let mut out: Vec<(Key, i64)> = data
-            .counters
-            .iter()
-            .filter(|(k, _)| query.matches(k))
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
+        let mut out: Vec<(Key, i64)> =
+            data.counters.iter().filter(|(k, _)| query.matches(k)).map(|(k, v)| (k.clone(), *v)).collect();
         query.finish(&mut out);
         Ok(out)
     }
 
-    async fn series(
-        &self,
-        key: &Key,
-        precision: Precision,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(i64, i64)>> {
+    async fn series(&self, key: &Key, precision: Precision, from: i64, to: i64) -> Result<Vec<(i64, i64)>> {
         let data = self.data.lock().expect("store lock");
         Ok(data
             .series
