@@ -159,10 +159,21 @@ where
 }
 
 /// The model: what `get` must return, and the time buckets.
+/// Kept in i128: losses are subtracted one batch at a time, and only the
+/// end result of a step is bound to be an i64.
 #[derive(Debug, Default)]
 struct Model {
-    totals: [i64; NAMES.len()],
-    slices: HashMap<(usize, u32, i64), i64>,
+    totals: [i128; NAMES.len()],
+    slices: HashMap<(usize, u32, i64), i128>,
+}
+
+impl Model {
+    fn totals_i64(&self) -> Result<Vec<i64>, TestCaseError> {
+        self.totals
+            .iter()
+            .map(|&t| i64::try_from(t).map_err(|_| TestCaseError::fail(format!("model total {t} is not an i64"))))
+            .collect()
+    }
 }
 
 type Handle<C, S> = Counters<C, FaultyStore<S>>;
@@ -212,8 +223,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Run<'_, C, S> {
             Cell::Counter(_) => &mut self.model.totals[k],
             Cell::Slice(s) => self.model.slices.entry((k, s.precision.secs(), s.start)).or_insert(0),
         };
-        // What is left is a flushed mark: an i64 by construction.
-        *slot = i64::try_from(i128::from(*slot) - delta).expect("a total minus its pending delta is an i64");
+        *slot -= delta;
     }
 
     /// Subtracts the pending deltas the cache holds now (about to be lost).
@@ -246,7 +256,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Run<'_, C, S> {
 
     async fn check_totals(&self, c: &Handle<C, S>) -> Result<(), TestCaseError> {
         match c.get_many(&self.keys).await {
-            Ok(values) => prop_assert_eq!(&values[..], &self.model.totals[..], "get_many"),
+            Ok(values) => prop_assert_eq!(values, self.model.totals_i64()?, "get_many"),
             Err(e) => expect_transient("get_many", &e)?,
         }
         Ok(())
@@ -270,14 +280,15 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 let affected: Vec<usize> = std::iter::once(key)
                     .chain(if rollup { ancestors_of(key).iter().copied() } else { [].iter().copied() })
                     .collect();
-                let overflows = affected.iter().any(|&k| run.model.totals[k].checked_add(delta).is_none());
+                let overflows =
+                    affected.iter().any(|&k| i64::try_from(run.model.totals[k] + i128::from(delta)).is_err());
                 match c.incr_with(&run.keys[key], delta, &options).await {
                     Ok(total) => {
                         prop_assert!(!overflows, "an overflowing increment succeeded");
                         for &k in &affected {
-                            run.model.totals[k] += delta;
+                            run.model.totals[k] += i128::from(delta);
                         }
-                        prop_assert_eq!(total, run.model.totals[key], "incr's total");
+                        prop_assert_eq!(i128::from(total), run.model.totals[key], "incr's total");
                         if let Some(age) = sliced {
                             let at = epoch_secs(run.start) - EVENT_AGES[age] as i64;
                             let now = epoch_secs(SystemTime::now());
@@ -286,7 +297,8 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                                 let mut ids = Vec::new();
                                 ts.slices_for(&run.keys[k], at, now, &mut ids);
                                 for id in ids {
-                                    *run.model.slices.entry((k, id.precision.secs(), id.start)).or_insert(0) += delta;
+                                    *run.model.slices.entry((k, id.precision.secs(), id.start)).or_insert(0) +=
+                                        i128::from(delta);
                                 }
                             }
                         }
@@ -296,7 +308,7 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 }
             }
             Op::Put { key, value } => match c.put(&run.keys[key], value).await {
-                Ok(()) => run.model.totals[key] = value,
+                Ok(()) => run.model.totals[key] = i128::from(value),
                 Err(e) => expect_transient("put", &e)?,
             },
             Op::Delete { key } => match c.delete(&run.keys[key]).await {
@@ -307,7 +319,7 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 Err(e) => expect_transient("delete", &e)?,
             },
             Op::Get { key } => match c.get(&run.keys[key]).await {
-                Ok(v) => prop_assert_eq!(v, run.model.totals[key], "get {}", NAMES[key]),
+                Ok(v) => prop_assert_eq!(i128::from(v), run.model.totals[key], "get {}", NAMES[key]),
                 Err(e) => expect_transient("get", &e)?,
             },
             Op::GetMany => run.check_totals(&c).await?,
@@ -344,17 +356,20 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 b.store.fail_next(0);
                 b.store.lose_next_acks(0);
                 let before = run.model.totals[key];
-                let v = c.get(&run.keys[key]).await.map_err(|e| TestCaseError::fail(format!("get after a lost part: {e}")))?;
-                let lost_all = i128::from(before) - pending;
+                let v = c
+                    .get(&run.keys[key])
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("get after a lost part: {e}")))?;
+                let lost_all = before - pending;
                 prop_assert!(
-                    v == before || i128::from(v) == lost_all,
+                    i128::from(v) == before || i128::from(v) == lost_all,
                     "after losing {:?}: read {}, model {} (pending {})",
                     part,
                     v,
                     before,
                     pending
                 );
-                run.model.totals[key] = v;
+                run.model.totals[key] = i128::from(v);
             }
             Op::FlusherDies { applied } => {
                 let dirty = b.cache.dirty(u64::MAX, 1_000).await.expect("dirty");
@@ -389,22 +404,35 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 c = run.handle();
             }
         }
+        // See the final flush below: a loss can leave a state outside i64,
+        // which has no expected value; such sequences are discarded.
+        prop_assume!(run.model.totals.iter().all(|t| i64::try_from(*t).is_ok()));
     }
 
     // Heal everything; the final flush must land every remaining delta once.
     b.store.set_down(false);
     b.store.fail_next(0);
     b.store.lose_next_acks(0);
-    c.flush().await.map_err(|e| TestCaseError::fail(format!("final flush failed: {e}")))?;
+    if let Err(e) = c.flush().await {
+        // Known limit: after losing a claim in flight (a double fault: a dead
+        // flusher, then the cache lost), the state the remaining deltas add
+        // up to can lie outside i64 (a lost -1 next to a total of i64::MAX).
+        // No i64 store can hold it, the store refuses the batch with an
+        // overflow, and there is no expected value to compare with. Such
+        // sequences are discarded; every other failure fails the test.
+        let unrepresentable = run.model.totals.iter().any(|t| i64::try_from(*t).is_err());
+        prop_assume!(!(e.kind() == ErrorKind::Overflow && unrepresentable));
+        return Err(TestCaseError::fail(format!("final flush failed: {e}")));
+    }
     prop_assert!(c.inflight_batches().is_empty(), "batches left in flight after the final flush");
     run.check_totals(&c).await?;
     let durable = b.store.inner().get_many(&run.keys).await.expect("store read");
     let durable: Vec<i64> = durable.into_iter().map(|v| v.unwrap_or(0)).collect();
-    prop_assert_eq!(&durable[..], &run.model.totals[..], "durable values");
+    prop_assert_eq!(durable, run.model.totals_i64()?, "durable values");
     for (k, key) in run.keys.iter().enumerate() {
         for p in PRECISIONS {
             let precision = Precision::from_secs(p).expect("valid");
-            let got: Vec<(i64, i64)> = b
+            let got: Vec<(i64, i128)> = b
                 .store
                 .inner()
                 .series(key, precision, i64::MIN / 2, i64::MAX / 2)
@@ -412,8 +440,9 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 .expect("series")
                 .into_iter()
                 .filter(|(_, v)| *v != 0)
+                .map(|(s, v)| (s, i128::from(v)))
                 .collect();
-            let mut want: Vec<(i64, i64)> = run
+            let mut want: Vec<(i64, i128)> = run
                 .model
                 .slices
                 .iter()

@@ -332,6 +332,13 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             let cells: Vec<Cell> = dirty.into_iter().map(|d| d.cell).collect();
             defer_overflow(self.flush_cells(&cells, &mut report).await, &mut deferred)?;
         }
+        // A barrier: batches this engine claimed before (the background
+        // flusher's, in the middle of landing) land too before flush returns;
+        // landing one twice is a no-op.
+        let inflight: Vec<Arc<Batch>> = self.inflight.lock().expect("inflight lock").values().cloned().collect();
+        for batch in inflight {
+            defer_overflow(self.land(batch, &mut report).await, &mut deferred)?;
+        }
         if deferred.is_some() {
             self.retry_held(&mut report).await?;
         }

@@ -129,11 +129,11 @@ impl fmt::Display for Error {
         write!(f, ": {}", self.message)?;
         if let Some(source) = &self.source {
             // One line: causes are joined, never printed on lines of their own.
+            // An `Error` of ours already prints its own causes.
             let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
             while let Some(c) = cause {
-                let text = c.to_string().replace('\n', " ");
-                write!(f, ": {text}")?;
-                cause = c.source();
+                write!(f, ": {}", c.to_string().replace('\n', " "))?;
+                cause = if c.is::<Error>() { None } else { c.source() };
             }
         }
         Ok(())
@@ -170,5 +170,10 @@ mod tests {
         assert!(e.is_transient());
         assert!(!Error::new(ErrorKind::Permanent, "x").is_transient());
         assert!(!Error::new(ErrorKind::InvalidKey, "x").is_transient());
+        let nested = Error::new(ErrorKind::Permanent, "outer").with_source(e);
+        assert_eq!(
+            nested.to_string(),
+            "permanent failure: outer: unavailable for key \"clicks/ad42\": store did not answer: refused again"
+        );
     }
 }

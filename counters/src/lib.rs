@@ -3,7 +3,33 @@
 //! double-counting them.
 //!
 //! This facade re-exports [`counter_core`] and, behind cargo features, each
-//! backend crate.
+//! backend crate (`sqlite`, on by default), and opens backends by URL
+//! ([`cache_from_url`], [`store_from_url`]) or from the environment.
+//!
+//! ```no_run
+//! # async fn demo() -> counters::Result<()> {
+//! use counters::{Counters, Key};
+//!
+//! // The embedded default: in-process cache, SQLite file.
+//! let cache = counters::cache_from_url("memory://").await?;
+//! let store = counters::store_from_url("sqlite://counters.sqlite").await?;
+//! let counters = Counters::builder(cache, store).build()?;
+//! counters.incr(&Key::new("clicks", "ad42")?, 1).await?;
+//! counters.shutdown().await?;
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 
+mod url;
+
 pub use counter_core::*;
+pub use url::{
+    CACHE_ENV, DEFAULT_CACHE_URL, DEFAULT_STORE_URL, STORE_ENV, cache_from_url, cache_url_from_env, store_from_url,
+    store_url_from_env,
+};
+
+/// The SQLite durable store (cargo feature `sqlite`).
+#[cfg(feature = "sqlite")]
+pub mod sqlite {
+    pub use backend_sqlite::*;
+}

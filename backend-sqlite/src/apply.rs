@@ -1,0 +1,101 @@
+//! Applying a flush batch in one transaction, exactly once by its identity,
+//! and forgetting old identities.
+
+use std::time::Duration;
+
+use counter_core::{ApplyOutcome, Batch, Cell, Error, ErrorKind, Key, Result, now_ms};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::errors::{Context, from_sqlite};
+
+const SEEN: &str = "SELECT EXISTS (SELECT 1 FROM applied_batches WHERE id = ?1)";
+const REMEMBER: &str = "INSERT INTO applied_batches (id, applied_ms) VALUES (?1, ?2)";
+const COUNTER_VALUE: &str = "SELECT value FROM counters WHERE namespace = ?1 AND name = ?2";
+const COUNTER_SET: &str = "INSERT INTO counters (namespace, name, value) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (namespace, name) DO UPDATE SET value = excluded.value";
+const SLICE_VALUE: &str = "SELECT count FROM slices \
+     WHERE namespace = ?1 AND name = ?2 AND precision = ?3 AND start = ?4";
+const SLICE_SET: &str = "INSERT INTO slices (namespace, name, precision, start, count) \
+     VALUES (?1, ?2, ?3, ?4, ?5) \
+     ON CONFLICT (namespace, name, precision, start) DO UPDATE SET count = excluded.count";
+const FORGET: &str = "DELETE FROM applied_batches WHERE applied_ms < ?1";
+
+/// The 16 bytes a batch identity is kept as: big-endian, so that the blob
+/// order is the identities' (time) order.
+pub(crate) fn id_bytes(batch: &Batch) -> [u8; 16] {
+    batch.id.as_u128().to_be_bytes()
+}
+
+/// Applies `batch` in one `BEGIN IMMEDIATE` transaction: nothing if its
+/// identity is already recorded, otherwise every delta plus the identity.
+///
+/// Each new value is computed in Rust with `checked_add` from the value read
+/// under the write lock, so an overflow fails the whole batch (the
+/// transaction is rolled back) instead of SQLite turning the sum into a REAL.
+/// Any error rolls the transaction back: nothing is half-applied.
+pub(crate) fn apply(conn: &mut Connection, batch: &Batch) -> Result<ApplyOutcome> {
+    let id = id_bytes(batch);
+    let what = |doing: &str| format!("{doing} batch {}", batch.id);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .context(&what("locking the SQLite store to apply"))?;
+    let seen: bool =
+        tx.prepare_cached(SEEN).and_then(|mut s| s.query_row([&id[..]], |r| r.get(0))).context(&what("looking up"))?;
+    if seen {
+        // Dropping the transaction rolls it back; it wrote nothing anyway.
+        return Ok(ApplyOutcome::AlreadyApplied);
+    }
+    for entry in &batch.entries {
+        let key = entry.cell.key();
+        let failed = |e| from_sqlite(&what("applying"), e).with_key(key);
+        match &entry.cell {
+            Cell::Counter(_) => {
+                let old: Option<i64> = tx
+                    .prepare_cached(COUNTER_VALUE)
+                    .and_then(|mut s| s.query_row(params![key.namespace(), key.name()], |r| r.get(0)).optional())
+                    .map_err(failed)?;
+                let new = add(old, entry.delta, &entry.cell, key)?;
+                tx.prepare_cached(COUNTER_SET)
+                    .and_then(|mut s| s.execute(params![key.namespace(), key.name(), new]))
+                    .map_err(failed)?;
+            }
+            Cell::Slice(slice) => {
+                let precision = i64::from(slice.precision.secs());
+                let old: Option<i64> = tx
+                    .prepare_cached(SLICE_VALUE)
+                    .and_then(|mut s| {
+                        s.query_row(params![key.namespace(), key.name(), precision, slice.start], |r| r.get(0))
+                            .optional()
+                    })
+                    .map_err(failed)?;
+                let new = add(old, entry.delta, &entry.cell, key)?;
+                tx.prepare_cached(SLICE_SET)
+                    .and_then(|mut s| s.execute(params![key.namespace(), key.name(), precision, slice.start, new]))
+                    .map_err(failed)?;
+            }
+        }
+    }
+    tx.prepare_cached(REMEMBER)
+        .and_then(|mut s| s.execute(params![&id[..], now_ms() as i64]))
+        .context(&what("recording"))?;
+    tx.commit().context(&what("committing"))?;
+    Ok(ApplyOutcome::Applied)
+}
+
+fn add(old: Option<i64>, delta: i64, cell: &Cell, key: &Key) -> Result<i64> {
+    old.unwrap_or(0).checked_add(delta).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Overflow,
+            format!("applying the batch would take {cell} out of the i64 range; nothing was applied"),
+        )
+        .with_key(key)
+    })
+}
+
+/// Forgets identities of batches applied more than `retention` ago.
+/// Returns how many were forgotten.
+pub(crate) fn forget_old_ids(conn: &Connection, retention: Duration) -> Result<usize> {
+    let retention = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = (now_ms() as i64).saturating_sub(retention);
+    conn.prepare_cached(FORGET).and_then(|mut s| s.execute([cutoff])).context("forgetting old batch identities")
+}

@@ -1,0 +1,143 @@
+//! Applying batches: exactly once by identity, all or nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use backend_sqlite::{SqliteOptions, SqliteStore};
+use common::*;
+use counter_core::{ApplyOutcome, DurableStore, ErrorKind};
+
+#[tokio::test]
+async fn a_batch_applied_twice_counts_once() {
+    let (_dir, store) = temp_store().await;
+    let (a, b) = (key("n", "a"), key("n", "b"));
+    let first = batch(vec![counter(&a, 5), counter(&b, -3), slice(&a, 60, 120, 5)]);
+    assert_eq!(store.apply(&first).await.unwrap(), ApplyOutcome::Applied);
+    assert_eq!(store.apply(&first).await.unwrap(), ApplyOutcome::AlreadyApplied);
+    assert_eq!(store.get_many(&[a.clone(), b.clone()]).await.unwrap(), [Some(5), Some(-3)]);
+    assert_eq!(store.series(&a, precision(60), 0, 1_000).await.unwrap(), [(120, 5)]);
+
+    // A different batch with the same deltas is a different write.
+    let second = batch(vec![counter(&a, 5), slice(&a, 60, 120, 5)]);
+    assert_eq!(store.apply(&second).await.unwrap(), ApplyOutcome::Applied);
+    assert_eq!(store.get_many(std::slice::from_ref(&a)).await.unwrap(), [Some(10)]);
+    assert_eq!(store.series(&a, precision(60), 0, 1_000).await.unwrap(), [(120, 10)]);
+    assert_eq!(store.applied_batches().await.unwrap(), 2);
+
+    // Identities survive a reopen.
+    let path = store.path().to_path_buf();
+    drop(store);
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.apply(&first).await.unwrap(), ApplyOutcome::AlreadyApplied);
+    assert_eq!(store.get_many(&[a]).await.unwrap(), [Some(10)]);
+}
+
+#[tokio::test]
+async fn an_empty_batch_is_remembered_too() {
+    let (_dir, store) = temp_store().await;
+    let empty = batch(vec![]);
+    assert_eq!(store.apply(&empty).await.unwrap(), ApplyOutcome::Applied);
+    assert_eq!(store.apply(&empty).await.unwrap(), ApplyOutcome::AlreadyApplied);
+}
+
+#[tokio::test]
+async fn overflow_fails_the_whole_batch_and_changes_nothing() {
+    let (_dir, store) = temp_store().await;
+    let (a, big, low) = (key("n", "a"), key("n", "big"), key("n", "low"));
+    store
+        .apply(&batch(vec![counter(&big, i64::MAX - 1), counter(&low, i64::MIN + 1), slice(&big, 1, 10, i64::MAX)]))
+        .await
+        .unwrap();
+    let before = store.applied_batches().await.unwrap();
+
+    let cases = [
+        // Positive overflow of a counter, after an entry that alone is fine.
+        (vec![counter(&a, 1), counter(&big, 2)], "n/big"),
+        // Negative overflow.
+        (vec![counter(&a, 1), counter(&low, -2)], "n/low"),
+        // A time bucket.
+        (vec![counter(&a, 1), slice(&big, 1, 10, 1)], "n/big"),
+    ];
+    for (entries, culprit) in cases {
+        let bad = batch(entries);
+        let e = store.apply(&bad).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Overflow, "{e}");
+        assert_eq!(e.key(), Some(culprit), "{e}");
+        assert!(!e.is_transient());
+        assert!(!e.to_string().contains('\n'));
+        // Nothing of it landed, not even the first entry or the identity.
+        assert_eq!(
+            store.get_many(&[a.clone(), big.clone(), low.clone()]).await.unwrap(),
+            [None, Some(i64::MAX - 1), Some(i64::MIN + 1)]
+        );
+        assert_eq!(store.series(&big, precision(1), 0, 100).await.unwrap(), [(10, i64::MAX)]);
+        assert_eq!(store.applied_batches().await.unwrap(), before);
+    }
+
+    // Right up to the edge is fine.
+    store.apply(&batch(vec![counter(&big, 1), counter(&low, -1)])).await.unwrap();
+    assert_eq!(store.get_many(&[big, low]).await.unwrap(), [Some(i64::MAX), Some(i64::MIN)]);
+}
+
+#[tokio::test]
+async fn identities_are_forgotten_after_the_retention() {
+    let (_dir, path) = temp_db();
+    let options = SqliteOptions::default().batch_retention(Duration::from_millis(50)).prune_every(1);
+    let store = SqliteStore::open_with(&path, options).await.unwrap();
+    let k = key("", "k");
+    let old = batch(vec![counter(&k, 1)]);
+    store.apply(&old).await.unwrap();
+    assert_eq!(store.applied_batches().await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The next apply prunes (prune_every = 1): the old identity goes, the
+    // new one stays.
+    store.apply(&batch(vec![counter(&k, 1)])).await.unwrap();
+    assert_eq!(store.applied_batches().await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.forget_old_batches().await.unwrap(), 1);
+    assert_eq!(store.applied_batches().await.unwrap(), 0);
+
+    // A forgotten identity is applied again: retention must outlast retries.
+    // The default (7 days) keeps them.
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.apply(&old).await.unwrap(), ApplyOutcome::Applied);
+    assert_eq!(store.forget_old_batches().await.unwrap(), 0);
+    assert_eq!(store.apply(&old).await.unwrap(), ApplyOutcome::AlreadyApplied);
+}
+
+#[tokio::test]
+async fn capabilities() {
+    let (_dir, store) = temp_store().await;
+    let caps = store.capabilities();
+    assert_eq!(caps.name, "sqlite");
+    assert!(caps.durable && caps.shared);
+    assert_eq!(caps.max_batch, backend_sqlite::MAX_BATCH);
+}
+
+#[tokio::test]
+async fn a_lock_held_too_long_is_transient_and_changes_nothing() {
+    let (_dir, path) = temp_db();
+    let options = SqliteOptions::default().busy_timeout(Duration::from_millis(100));
+    let store = SqliteStore::open_with(&path, options).await.unwrap();
+    let k = key("", "k");
+    let pending = batch(vec![counter(&k, 1)]);
+
+    // Another process holds the write lock past the busy timeout.
+    let mut other = rusqlite::Connection::open(&path).unwrap();
+    let lock = other.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+    let e = store.apply(&pending).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.is_transient());
+    assert!(e.to_string().contains("busy timeout"), "{e}");
+    let e = store.delete(&k).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    // Reads do not wait for writers (WAL).
+    assert_eq!(store.get_many(std::slice::from_ref(&k)).await.unwrap(), [None]);
+    lock.commit().unwrap();
+
+    // The retry applies it, once.
+    assert_eq!(store.apply(&pending).await.unwrap(), ApplyOutcome::Applied);
+    assert_eq!(store.apply(&pending).await.unwrap(), ApplyOutcome::AlreadyApplied);
+    assert_eq!(store.get_many(&[k]).await.unwrap(), [Some(1)]);
+}

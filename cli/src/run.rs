@@ -1,0 +1,154 @@
+//! Carries out one command: every argument is checked before any backend is
+//! opened, so bad input creates nothing.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use counters::{Counters, Error, ErrorKind, IncrOptions, Key, ListQuery, Result};
+use serde_json::json;
+
+use crate::args::{Args, Command};
+
+/// Checked arguments of a command, ready to run.
+enum Job {
+    Incr { key: Key, delta: i64, options: IncrOptions },
+    Get { keys: Vec<Key> },
+    Put { key: Key, value: i64 },
+    Delete { key: Key },
+    List { query: ListQuery },
+    Series { key: Key, precision: u32, from: Option<i64>, to: Option<i64> },
+    Flush,
+}
+
+fn epoch(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+fn check(command: Command) -> Result<Job> {
+    Ok(match command {
+        Command::Incr { key, delta, default, sliced, at, rollup } => {
+            let mut options = IncrOptions::new().rollup(rollup);
+            if let Some(d) = default {
+                options = options.default_value(d);
+            }
+            if sliced {
+                options = options.time_sliced(at.map(epoch));
+            }
+            Job::Incr { key: Key::parse(&key)?, delta, options }
+        }
+        Command::Decr { key, delta } => {
+            let delta = delta
+                .checked_neg()
+                .ok_or_else(|| Error::new(ErrorKind::Overflow, "cannot negate the delta").with_key(&key))?;
+            Job::Incr { key: Key::parse(&key)?, delta, options: IncrOptions::new() }
+        }
+        Command::Get { keys } => Job::Get { keys: keys.iter().map(|k| Key::parse(k)).collect::<Result<_>>()? },
+        Command::Put { key, value } => Job::Put { key: Key::parse(&key)?, value },
+        Command::Delete { key } => Job::Delete { key: Key::parse(&key)? },
+        Command::List { namespace, prefix, top, limit } => {
+            let query = ListQuery::new(namespace, prefix);
+            Job::List {
+                query: match top {
+                    Some(n) => query.top(n),
+                    None => query.limit(limit),
+                },
+            }
+        }
+        Command::Series { key, precision, from, to } => {
+            if let (Some(f), Some(t)) = (from, to) {
+                if f > t {
+                    return Err(Error::new(ErrorKind::InvalidInput, "--from is after --to").with_key(&key));
+                }
+            }
+            Job::Series { key: Key::parse(&key)?, precision, from, to }
+        }
+        Command::Flush => Job::Flush,
+        Command::Serve => {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "`serve` is reserved for the HTTP service, which this version does not include yet",
+            ));
+        }
+    })
+}
+
+/// Runs the command.
+pub async fn run(args: Args) -> Result<()> {
+    let job = check(args.command)?;
+    let cache = counters::cache_from_url(&args.cache).await?;
+    let store = counters::store_from_url(&args.store).await?;
+    // One command, one process: no background flusher; shutdown writes
+    // everything through before the process exits.
+    let counters = Counters::builder(cache, store).background(false).build()?;
+    let outcome = execute(&counters, job, args.json).await;
+    let flushed = counters.shutdown().await;
+    outcome?;
+    flushed.map(|_| ())
+}
+
+async fn execute(counters: &Counters, job: Job, json: bool) -> Result<()> {
+    match job {
+        Job::Incr { key, delta, options } => {
+            let total = counters.incr_with(&key, delta, &options).await?;
+            print(json, json!({ "key": key.to_string(), "value": total }), total.to_string());
+        }
+        Job::Get { keys } => {
+            let values = counters.get_many(&keys).await?;
+            let text = if keys.len() == 1 {
+                values[0].to_string()
+            } else {
+                keys.iter().zip(&values).map(|(k, v)| format!("{k}\t{v}")).collect::<Vec<_>>().join("\n")
+            };
+            let rows: Vec<_> =
+                keys.iter().zip(&values).map(|(k, v)| json!({ "key": k.to_string(), "value": v })).collect();
+            print(json, json!(rows), text);
+        }
+        Job::Put { key, value } => {
+            counters.put(&key, value).await?;
+            print(json, json!({ "key": key.to_string(), "value": value }), value.to_string());
+        }
+        Job::Delete { key } => {
+            let existed = counters.delete(&key).await?;
+            let text = if existed { format!("deleted {key}") } else { format!("{key} did not exist") };
+            print(json, json!({ "key": key.to_string(), "deleted": existed }), text);
+        }
+        Job::List { query } => {
+            let rows = counters.list(&query).await?;
+            let text = rows.iter().map(|(k, v)| format!("{k}\t{v}")).collect::<Vec<_>>().join("\n");
+            let rows: Vec<_> = rows.iter().map(|(k, v)| json!({ "key": k.to_string(), "value": v })).collect();
+            print(json, json!(rows), text);
+        }
+        Job::Series { key, precision, from, to } => {
+            let now = SystemTime::now();
+            let to = to.map(epoch).unwrap_or(now);
+            let from = from.map(epoch).unwrap_or(to - Duration::from_secs(120 * u64::from(precision)));
+            let points = counters.series(&key, precision, from, to).await?;
+            let text = points.iter().map(|(s, c)| format!("{s}\t{c}")).collect::<Vec<_>>().join("\n");
+            let rows: Vec<_> = points.iter().map(|(s, c)| json!({ "start": s, "count": c })).collect();
+            print(json, json!(rows), text);
+        }
+        Job::Flush => {
+            let report = counters.flush().await?;
+            print(
+                json,
+                json!({ "batches": report.batches, "counters": report.counters, "slices": report.slices }),
+                format!(
+                    "flushed {} counters and {} time buckets in {} batches",
+                    report.counters, report.slices, report.batches
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print(json: bool, value: serde_json::Value, text: String) {
+    if json {
+        println!("{value}");
+    } else if !text.is_empty() {
+        println!("{text}");
+    }
+}

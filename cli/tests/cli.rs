@@ -1,0 +1,105 @@
+//! The `counters` binary, run as a user would, in fresh directories.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn counters(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_counters"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("COUNTERS_STORE")
+        .env_remove("COUNTERS_CACHE")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_string()
+}
+
+#[test]
+fn incr_then_get_in_a_fresh_directory_prints_the_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = counters(dir.path(), &["incr", "clicks:ad42", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "5");
+    let o = counters(dir.path(), &["get", "clicks:ad42"]);
+    assert_eq!(stdout(&o), "5");
+    assert!(dir.path().join("counters.sqlite").exists(), "the default store is an SQLite file here");
+    counters(dir.path(), &["decr", "clicks:ad42", "7"]);
+    let o = counters(dir.path(), &["--json", "get", "clicks:ad42", "other"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v, serde_json::json!([{ "key": "clicks:ad42", "value": -2 }, { "key": "other", "value": 0 }]));
+}
+
+#[test]
+fn a_bad_key_is_one_line_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "x".repeat(1025);
+    for bad in [vec!["incr", ""], vec!["incr", long.as_str()], vec!["get", "ok", "bad\u{1}"], vec!["put", "a\nb", "1"]]
+    {
+        let o = counters(dir.path(), &bad);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with("counters: invalid key"), "{err}");
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing was created");
+    }
+}
+
+#[test]
+fn overflow_and_bad_urls_are_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(counters(dir.path(), &["put", "big", "9223372036854775807"]).status.success());
+    let o = counters(dir.path(), &["incr", "big", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("overflow for key \"big\""), "{}", stderr(&o));
+    assert_eq!(stdout(&counters(dir.path(), &["get", "big"])), "9223372036854775807");
+    let o = counters(dir.path(), &["--store", "ftp://nowhere", "get", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = counters(dir.path(), &["--cache", "redis://127.0.0.1:1", "get", "x"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn a_file_that_is_not_ours_is_a_backend_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("counters.sqlite"), b"this is not a database").unwrap();
+    let o = counters(dir.path(), &["get", "x"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1);
+    assert_eq!(std::fs::read(dir.path().join("counters.sqlite")).unwrap(), b"this is not a database");
+}
+
+#[test]
+fn put_delete_list_series_and_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = |args: &[&str]| {
+        let o = counters(dir.path(), args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    ok(&["put", "ads/a", "10"]);
+    ok(&["incr", "ads/b", "30"]);
+    ok(&["incr", "ads/c:x", "20", "--rollup"]);
+    assert_eq!(ok(&["list", "--namespace", "ads"]), "ads/a\t10\nads/b\t30\nads/c\t20\nads/c:x\t20");
+    assert_eq!(ok(&["list", "--namespace", "ads", "--top", "2"]), "ads/b\t30\nads/c\t20");
+    assert_eq!(ok(&["delete", "ads/a"]), "deleted ads/a");
+    assert_eq!(ok(&["get", "ads/a"]), "0");
+    ok(&["incr", "hits", "3", "--sliced", "--at", "1700000000"]);
+    ok(&["incr", "hits", "4", "--sliced", "--at", "1700000030"]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let minute = now - now % 60;
+    ok(&["incr", "hits", "2", "--sliced"]);
+    let series = ok(&["series", "hits", "--precision", "60", "--from", &(minute - 60).to_string()]);
+    let last = series.lines().last().unwrap_or_default().to_string();
+    assert!(last == format!("{minute}\t2") || last == format!("{}\t2", minute + 60), "{series}");
+    let o = counters(dir.path(), &["series", "hits", "--precision", "7"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown precision 7s"), "{}", stderr(&o));
+    assert!(ok(&["flush"]).starts_with("flushed 0 counters"));
+}

@@ -1,0 +1,49 @@
+//! The suite tests itself: against a store that applies a retried batch
+//! twice (it forwards every apply under a fresh identity), the cases about
+//! retries and recovery, and the model test, must fail. A suite that passed
+//! here would prove nothing about exactly-once.
+
+use std::sync::Arc;
+
+use conformance::faults::DoubleApplyStore;
+use conformance::{Backends, cases, model};
+use counter_core::{MemoryCache, MemoryStore};
+
+type Broken = DoubleApplyStore<MemoryStore>;
+
+fn broken() -> Backends<MemoryCache, Broken> {
+    Backends::new(Arc::new(MemoryCache::new()), Arc::new(DoubleApplyStore::new(Arc::new(MemoryStore::new()))))
+}
+
+#[tokio::test]
+async fn retried_batch_case_fails_against_a_double_applying_store() {
+    let b = broken();
+    let outcome = tokio::spawn(async move { cases::retried_batch_applies_once(&b).await }).await;
+    assert!(outcome.expect_err("the case must fail").is_panic());
+}
+
+#[tokio::test]
+async fn orphan_recovery_case_fails_against_a_double_applying_store() {
+    let b = broken();
+    let outcome = tokio::spawn(async move { cases::orphaned_claims_are_recovered_once(&b).await }).await;
+    assert!(outcome.expect_err("the case must fail").is_panic());
+}
+
+#[tokio::test]
+async fn the_same_cases_pass_against_the_reference_store() {
+    let b = Backends::new(Arc::new(MemoryCache::new()), Arc::new(MemoryStore::new()));
+    cases::retried_batch_applies_once(&b).await;
+    cases::orphaned_claims_are_recovered_once(&b).await;
+}
+
+#[test]
+fn model_test_fails_against_a_double_applying_store() {
+    let outcome = std::panic::catch_unwind(|| model::run_model(256, || async { Some(broken()) }));
+    let message = outcome.expect_err("the model test must find the double count");
+    let text = message
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| message.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(text.contains("model test failed"), "failed for another reason: {text}");
+}

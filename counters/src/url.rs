@@ -1,0 +1,91 @@
+//! Backends chosen by URL (`memory://`, `sqlite://PATH`, ...) or by the
+//! environment (`COUNTERS_CACHE`, `COUNTERS_STORE`).
+
+use std::sync::Arc;
+
+use counter_core::{CacheLayer, DurableStore, Error, ErrorKind, MemoryCache, MemoryStore, Result};
+
+/// Environment variable naming the cache URL.
+pub const CACHE_ENV: &str = "COUNTERS_CACHE";
+/// Environment variable naming the store URL.
+pub const STORE_ENV: &str = "COUNTERS_STORE";
+/// The default cache: in-process memory.
+pub const DEFAULT_CACHE_URL: &str = "memory://";
+/// The default store: an SQLite file in the current directory.
+pub const DEFAULT_STORE_URL: &str = "sqlite://counters.sqlite";
+
+/// The cache URL from the environment, or the default.
+pub fn cache_url_from_env() -> String {
+    std::env::var(CACHE_ENV).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_CACHE_URL.to_string())
+}
+
+/// The store URL from the environment, or the default.
+pub fn store_url_from_env() -> String {
+    std::env::var(STORE_ENV).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_STORE_URL.to_string())
+}
+
+fn scheme(url: &str) -> Result<&str> {
+    url.split_once("://")
+        .map(|(s, _)| s)
+        .ok_or_else(|| Error::new(ErrorKind::Config, format!("{url:?} is not a backend URL (expected scheme://...)")))
+}
+
+fn not_compiled(url: &str, feature: &str) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        format!("{url:?} needs the `{feature}` backend, which is not compiled in (cargo feature `{feature}`)"),
+    )
+}
+
+/// Opens the cache a URL names: `memory://` (in-process).
+pub async fn cache_from_url(url: &str) -> Result<Arc<dyn CacheLayer>> {
+    match scheme(url)? {
+        "memory" if url == "memory://" => Ok(Arc::new(MemoryCache::new())),
+        "redis" | "rediss" | "redis+cluster" => Err(not_compiled(url, "redis")),
+        "memcache" => Err(not_compiled(url, "memcache")),
+        _ => Err(Error::new(ErrorKind::Config, format!("unknown cache URL {url:?} (known: memory://)"))),
+    }
+}
+
+/// Opens the store a URL names: `sqlite://PATH`, or `memory://` (a store in
+/// memory: **not durable**, for trials only).
+pub async fn store_from_url(url: &str) -> Result<Arc<dyn DurableStore>> {
+    match scheme(url)? {
+        "memory" if url == "memory://" => Ok(Arc::new(MemoryStore::new())),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(backend_sqlite::SqliteStore::from_url(url).await?)),
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => Err(not_compiled(url, "sqlite")),
+        "dynamodb" => Err(not_compiled(url, "dynamo")),
+        "redis" | "rediss" => Err(not_compiled(url, "redis")),
+        _ => Err(Error::new(ErrorKind::Config, format!("unknown store URL {url:?} (known: sqlite://PATH, memory://)"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn malformed_and_unknown_urls_are_config_errors() {
+        for bad in ["", "memory", "memory://x", "ftp://x", "redis://localhost"] {
+            let e = cache_from_url(bad).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{bad}: {e}");
+        }
+        for bad in ["nope", "ftp://x", "dynamodb://table"] {
+            let e = store_from_url(bad).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{bad}: {e}");
+        }
+        assert_eq!(cache_from_url("memory://").await.unwrap().capabilities().name, "memory");
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn sqlite_url_opens_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.sqlite").display());
+        let store = store_from_url(&url).await.unwrap();
+        assert_eq!(store.capabilities().name, "sqlite");
+        assert!(dir.path().join("c.sqlite").exists());
+    }
+}
