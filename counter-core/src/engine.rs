@@ -147,9 +147,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             }
         }
         let mut report = FlushReport::default();
-        for batch in todo {
-            self.land(batch, &mut report).await?;
-        }
+        self.land_all(todo.into_iter().map(|b| (b, false)).collect(), &mut report).await?;
         self.store.get_many(keys).await
     }
 
@@ -235,49 +233,75 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         deferred.map_or(Ok(()), Err)
     }
 
-    async fn retry_held(&self, report: &mut FlushReport) -> Result<()> {
-        let held: Vec<Arc<Batch>> = self.held.lock().expect("held lock").iter().cloned().collect();
-        let mut deferred = None;
-        for batch in held {
-            defer_overflow(self.land(batch, report).await, &mut deferred)?;
+    /// Lands `batches` (each flagged whether it is an orphan), in passes: a
+    /// batch refused with an overflow waits for the others (see
+    /// [`defer_overflow`]) and is tried again while a pass makes progress.
+    async fn land_all(&self, mut batches: Vec<(Arc<Batch>, bool)>, report: &mut FlushReport) -> Result<()> {
+        loop {
+            let before = batches.len();
+            let mut refused = Vec::new();
+            let mut overflow = None;
+            for (batch, orphan) in batches {
+                match self.land(batch.clone(), report).await {
+                    Ok(()) if orphan => {
+                        report.recovered += 1;
+                        self.metrics.recovered_claims.fetch_add(1, Relaxed);
+                    }
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::Overflow => {
+                        overflow.get_or_insert(e);
+                        refused.push((batch, orphan));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            match overflow {
+                None => return Ok(()),
+                Some(e) if refused.len() == before => return Err(e),
+                Some(_) => batches = refused,
+            }
         }
-        deferred.map_or(Ok(()), Err)
     }
 
-    /// Applies claims that their flusher left unacknowledged for longer than
-    /// the lease (it died, or lost its ack): again under the same identity,
-    /// so a claim that had landed changes nothing.
-    async fn recover_orphans(&self, report: &mut FlushReport) -> Result<()> {
+    /// Claims that their flusher left unacknowledged for longer than the
+    /// lease (it died, or lost its ack), to be applied again under the same
+    /// identity: a no-op if they had landed. Scanned every half lease unless
+    /// `force`.
+    async fn orphans(&self, force: bool) -> Result<Vec<(Arc<Batch>, bool)>> {
         let lease = self.config.claim_lease.as_millis() as u64;
         let now = now_ms();
-        let last = self.last_orphan_scan_ms.load(Relaxed);
-        if lease > 0 && now.saturating_sub(last) < lease / 2 {
-            return Ok(());
+        if !force && lease > 0 && now.saturating_sub(self.last_orphan_scan_ms.load(Relaxed)) < lease / 2 {
+            return Ok(Vec::new());
         }
         self.last_orphan_scan_ms.store(now, Relaxed);
-        for claim in self.cache.claims(lease).await? {
-            if self.inflight.lock().expect("inflight lock").contains_key(&claim.id) {
-                continue;
-            }
-            info!(batch = %claim.id, cells = claim.entries.len(), "recovering an orphaned claim");
-            let mut deferred = None;
-            defer_overflow(self.land(Arc::new(claim), report).await, &mut deferred)?;
-            if deferred.is_some() {
-                continue; // it stays recorded; a later pass lands it
-            }
-            report.recovered += 1;
-            self.metrics.recovered_claims.fetch_add(1, Relaxed);
-        }
-        Ok(())
+        let claims = self.cache.claims(lease).await?;
+        let inflight = self.inflight.lock().expect("inflight lock");
+        Ok(claims
+            .into_iter()
+            .filter(|claim| !inflight.contains_key(&claim.id))
+            .inspect(|claim| info!(batch = %claim.id, cells = claim.entries.len(), "recovering an orphaned claim"))
+            .map(|claim| (Arc::new(claim), true))
+            .collect())
     }
 
-    /// One pass of the background flusher: held batches, orphans, then
-    /// every cell whose policy says it is due.
+    /// Lands the backlog: batches held after a failure, and orphaned claims
+    /// (or, with `everything`, every batch this engine has in flight too).
+    async fn land_backlog(&self, report: &mut FlushReport, everything: bool) -> Result<()> {
+        let mut batches: Vec<(Arc<Batch>, bool)> = if everything {
+            self.inflight.lock().expect("inflight lock").values().map(|b| (b.clone(), false)).collect()
+        } else {
+            self.held.lock().expect("held lock").iter().map(|b| (b.clone(), false)).collect()
+        };
+        batches.extend(self.orphans(everything).await?);
+        self.land_all(batches, report).await
+    }
+
+    /// One pass of the background flusher: the backlog, then every cell
+    /// whose policy says it is due.
     pub(crate) async fn flush_due(&self) -> Result<FlushReport> {
         let mut report = FlushReport::default();
-        self.recover_orphans(&mut report).await?;
         let mut deferred = None;
-        defer_overflow(self.retry_held(&mut report).await, &mut deferred)?;
+        defer_overflow(self.land_backlog(&mut report, false).await, &mut deferred)?;
         let now = now_ms();
         let mut due: Vec<Cell> = {
             let mut urgent = self.urgent.lock().expect("urgent lock");
@@ -310,17 +334,19 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             }
         }
         if deferred.is_some() {
-            self.retry_held(&mut report).await?;
+            self.land_backlog(&mut report, true).await?;
         }
         Ok(report)
     }
 
-    /// Flushes everything pending, whatever the policy.
+    /// Flushes everything pending, whatever the policy. A barrier: when it
+    /// returns Ok, every delta counted before it was called is in the store,
+    /// including batches the background flusher was landing meanwhile
+    /// (landing one twice is a no-op).
     pub(crate) async fn flush_all(&self) -> Result<FlushReport> {
         let mut report = FlushReport::default();
-        self.recover_orphans(&mut report).await?;
         let mut deferred = None;
-        defer_overflow(self.retry_held(&mut report).await, &mut deferred)?;
+        defer_overflow(self.land_backlog(&mut report, true).await, &mut deferred)?;
         // Passes until nothing is dirty; bounded, so that a flush under
         // constant traffic drains what was pending when it started and ends.
         // (A pending delta beyond the i64 range needs up to three passes.)
@@ -332,16 +358,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             let cells: Vec<Cell> = dirty.into_iter().map(|d| d.cell).collect();
             defer_overflow(self.flush_cells(&cells, &mut report).await, &mut deferred)?;
         }
-        // A barrier: batches this engine claimed before (the background
-        // flusher's, in the middle of landing) land too before flush returns;
-        // landing one twice is a no-op.
-        let inflight: Vec<Arc<Batch>> = self.inflight.lock().expect("inflight lock").values().cloned().collect();
-        for batch in inflight {
-            defer_overflow(self.land(batch, &mut report).await, &mut deferred)?;
-        }
-        if deferred.is_some() {
-            self.retry_held(&mut report).await?;
-        }
+        self.land_backlog(&mut report, true).await?;
         self.urgent.lock().expect("urgent lock").clear();
         Ok(report)
     }
