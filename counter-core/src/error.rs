@@ -123,8 +123,10 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.kind)?;
-        if let Some(key) = &self.key {
-            write!(f, " for key {key:?}")?;
+        match (&self.key, self.kind) {
+            (Some(key), ErrorKind::InvalidKey) => write!(f, " {key:?}")?,
+            (Some(key), _) => write!(f, " for key {key:?}")?,
+            (None, _) => {}
         }
         write!(f, ": {}", self.message)?;
         if let Some(source) = &self.source {
