@@ -277,9 +277,10 @@ impl CacheLayer for MemoryCache {
             if !seen.insert(cell) {
                 continue;
             }
-            let Some((delta, was_dirty, remainder, stamp)) = self.with_entry(cell, |e| {
+            // A remainder beyond i64 stays pending: the cell is marked dirty again.
+            let Some((delta, was_dirty, stamp)) = self.with_entry(cell, |e| {
                 let (delta, was_dirty, remainder) = e.claim();
-                (delta, was_dirty, remainder, if remainder { e.mark_dirty() } else { None })
+                (delta, was_dirty, if remainder { e.mark_dirty() } else { None })
             }) else {
                 continue;
             };
@@ -289,7 +290,6 @@ impl CacheLayer for MemoryCache {
             if let Some(stamp) = stamp {
                 self.queue_dirty(cell.clone(), stamp);
             }
-            let _ = remainder;
             if delta != 0 {
                 batch.entries.push(BatchEntry { cell: cell.clone(), delta });
             }
@@ -397,6 +397,23 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Overflow);
         let v = cache.get_many(&[Cell::Counter(k.clone())]).await.unwrap();
         assert_eq!(v[0], Some(CachedValue { total: i64::MAX - 1, pending: 0 }));
+    }
+
+    #[tokio::test]
+    async fn a_pending_delta_beyond_i64_is_claimed_in_parts() {
+        let cache = MemoryCache::new();
+        let k = key("wide");
+        cache.load(&k, i64::MIN, 0).await.unwrap();
+        cache.set(&k, i64::MAX).await.unwrap();
+        let cell = Cell::Counter(k.clone());
+        assert_eq!(cache.get_many(std::slice::from_ref(&cell)).await.unwrap()[0].unwrap().pending, u64::MAX as i128);
+        let mut moved: i128 = 0;
+        for _ in 0..3 {
+            let batch = cache.claim(BatchId::new(), std::slice::from_ref(&cell)).await.unwrap();
+            moved += batch.entries.iter().map(|e| i128::from(e.delta)).sum::<i128>();
+        }
+        assert_eq!(moved, u64::MAX as i128, "every part moves, none twice");
+        assert!(cache.dirty(u64::MAX, 10).await.unwrap().is_empty());
     }
 
     #[tokio::test]
