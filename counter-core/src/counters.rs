@@ -14,7 +14,7 @@ use crate::batch::now_ms;
 use crate::cache::CacheLayer;
 use crate::cell::{Cell, SliceId};
 use crate::config::{BackpressureMode, Config, RetryPolicy};
-use crate::engine::{Engine, FlushReport, with_key};
+use crate::engine::{Engine, FlushReport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::Key;
 use crate::metrics::MetricsSnapshot;
@@ -245,6 +245,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
 
         let (total, pending) = engine.add_total(key, delta, options.default).await?;
         let mut counted: Vec<Key> = Vec::new();
+        let mut slices = Vec::new();
         if rollup || sliced {
             let mut result = Ok(());
             if rollup {
@@ -258,24 +259,20 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
                     }
                 }
             }
-            let mut slices = Vec::new();
             if result.is_ok() && sliced {
                 let keys: Vec<&Key> = std::iter::once(key).chain(counted.iter()).collect();
                 slices = engine.slice_ids(&keys, options.at);
-                result = engine.cache.incr_slices(&slices, delta).await.map_err(|e| with_key(e, key));
+                result = engine.cache.incr_slices(&slices, delta).await.map_err(|e| e.or_key(key));
             }
             if let Err(e) = result {
                 self.compensate(key, &counted, delta).await;
                 return Err(e);
             }
-            if policy.is_immediate() {
-                let mut cells: Vec<Cell> =
-                    std::iter::once(key).chain(counted.iter()).cloned().map(Cell::Counter).collect();
-                cells.extend(slices.into_iter().map(Cell::Slice));
-                self.write_through(&cells).await;
-            }
-        } else if policy.is_immediate() {
-            self.write_through(&[Cell::Counter(key.clone())]).await;
+        }
+        if policy.is_immediate() {
+            let mut cells: Vec<Cell> = std::iter::once(key).chain(counted.iter()).cloned().map(Cell::Counter).collect();
+            cells.extend(slices.into_iter().map(Cell::Slice));
+            self.write_through(&cells).await;
         }
         engine.metrics.increments.add(1);
 
@@ -387,12 +384,12 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         let engine = &*self.engine;
         engine.check_open()?;
         for _ in 0..3 {
-            if engine.cache.set(key, value).await.map_err(|e| with_key(e, key))?.is_some() {
+            if engine.cache.set(key, value).await.map_err(|e| e.or_key(key))?.is_some() {
                 self.write_through(&[Cell::Counter(key.clone())]).await;
                 return Ok(());
             }
             let durable = engine.resolve(std::slice::from_ref(key)).await?[0];
-            engine.cache.load(key, durable.unwrap_or(0), 0).await.map_err(|e| with_key(e, key))?;
+            engine.cache.load(key, durable.unwrap_or(0), 0).await.map_err(|e| e.or_key(key))?;
         }
         Err(Error::new(ErrorKind::Unavailable, "the counter kept disappearing from the cache").with_key(key))
     }

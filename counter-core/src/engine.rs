@@ -114,7 +114,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                 Some(outcome) => outcome,
                 None => self.cache.incr(key, delta).await,
             };
-            match outcome.map_err(|e| with_key(e, key))? {
+            match outcome.map_err(|e| e.or_key(key))? {
                 CacheIncr::Applied { total, pending } => return Ok((total, pending)),
                 CacheIncr::Missing => {
                     let durable = self.resolve(std::slice::from_ref(key)).await?[0];
@@ -126,7 +126,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                     durable.unwrap_or(0).checked_add(extra).and_then(|v| v.checked_add(delta)).ok_or_else(|| {
                         Error::new(ErrorKind::Overflow, "the total would leave the signed 64-bit range").with_key(key)
                     })?;
-                    self.cache.load(key, durable.unwrap_or(0), extra).await.map_err(|e| with_key(e, key))?;
+                    self.cache.load(key, durable.unwrap_or(0), extra).await.map_err(|e| e.or_key(key))?;
                 }
             }
         }
@@ -454,9 +454,4 @@ fn defer_overflow(result: Result<()>, deferred: &mut Option<Error>) -> Result<()
         }
         other => other,
     }
-}
-
-/// Names the key in an error that does not name one yet.
-pub(crate) fn with_key(e: Error, key: &Key) -> Error {
-    if e.key().is_some() { e } else { e.with_key(key) }
 }

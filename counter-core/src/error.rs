@@ -91,6 +91,11 @@ impl Error {
         self
     }
 
+    /// Attaches `key` unless the error already names one.
+    pub fn or_key(self, key: impl fmt::Display) -> Self {
+        if self.key.is_some() { self } else { self.with_key(key) }
+    }
+
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Arc::new(source));

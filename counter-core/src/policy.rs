@@ -177,16 +177,6 @@ impl Families {
             .min()
             .unwrap_or(DEFAULT_INTERVAL)
     }
-
-    /// Whether any family has a threshold or is immediate (so `incr` must
-    /// check the pending delta).
-    pub fn any_eager(&self) -> bool {
-        self.by_prefix
-            .iter()
-            .map(|(_, _, f)| f)
-            .chain(std::iter::once(&self.default))
-            .any(|f| f.policy.immediate || f.policy.threshold.is_some())
-    }
 }
 
 #[cfg(test)]
@@ -217,6 +207,5 @@ mod tests {
         assert_eq!(f.of(&Key::new("ns", "clicks:1").unwrap()), &fast);
         assert_eq!(f.of(&Key::new("other", "clicks:1").unwrap()), &Family::default());
         assert_eq!(f.shortest_interval(), Duration::from_millis(10));
-        assert!(f.any_eager());
     }
 }
