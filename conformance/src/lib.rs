@@ -20,6 +20,8 @@ pub mod cases;
 pub mod faults;
 pub mod harness;
 pub mod model;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 pub use harness::{Backends, service_url};
 

@@ -154,6 +154,15 @@ pub trait CacheLayer: Send + Sync + std::fmt::Debug + 'static {
     /// milliseconds ago (0: all of them).
     async fn claims(&self, older_than_ms: u64) -> Result<Vec<Batch>>;
 
+    /// Recorded claims, not acknowledged, with a cell of one of `keys`: the
+    /// claims a reload of those counters must see landed first. A shared
+    /// cache should answer from an index by key; the default filters
+    /// [`claims(0)`](Self::claims).
+    async fn claims_for(&self, keys: &[Key]) -> Result<Vec<Batch>> {
+        let claims = self.claims(0).await?;
+        Ok(claims.into_iter().filter(|batch| keys.iter().any(|key| batch.touches(key))).collect())
+    }
+
     /// Gauges for metrics and backpressure.
     async fn stats(&self) -> Result<CacheStats>;
 }

@@ -141,8 +141,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         let touches = |b: &Batch| keys.iter().any(|k| b.touches(k));
         let mut todo: Vec<Arc<Batch>> =
             self.inflight.lock().expect("inflight lock").values().filter(|b| touches(b)).cloned().collect();
-        for claim in self.cache.claims(0).await? {
-            if touches(&claim) && !todo.iter().any(|b| b.id == claim.id) {
+        for claim in self.cache.claims_for(keys).await? {
+            if !todo.iter().any(|b| b.id == claim.id) {
                 todo.push(Arc::new(claim));
             }
         }

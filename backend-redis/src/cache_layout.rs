@@ -1,0 +1,184 @@
+//! Where the Redis cache keeps what.
+//!
+//! Counters are spread over `shards` hash tags, `{<prefix><n>}`. Everything
+//! about one counter, and the bookkeeping of its shard, shares that tag, so
+//! in a Cluster it lives in one hash slot and one script can change it
+//! atomically:
+//!
+//! | key                         | type   | holds |
+//! |-----------------------------|--------|-------|
+//! | `{P<n>}c:<key>`             | hash   | `t` total, `f` flushed mark (decimal i64) |
+//! | `{P<n>}s:<key>`             | hash   | per time slice `t:<precision>:<start>` and `f:<precision>:<start>` |
+//! | `{P<n>}dirty`               | zset   | cells with a pending delta, scored by when they became dirty (ms) |
+//! | `{P<n>}claims`              | zset   | batch ids with a claim part in this shard, scored by creation (ms) |
+//! | `{P<n>}claim:<batch id>`    | hash   | the part: cell → `"<old mark> <new mark>"`; or `~void` (a tombstone) |
+//!
+//! `<key>` is the counter's display form (`ns/name`), which is injective;
+//! cells appear in `dirty` and claim parts as `c:<key>` or
+//! `s:<precision>:<start>:<key>`. A counter's shard is a fixed hash of its
+//! key, the same in every process and version.
+
+use counter_core::{Cell, Error, ErrorKind, Key, Precision, Result, SliceId};
+
+/// The key layout of one cache: its prefix and shard tags.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    tags: Vec<String>,
+    prefix: String,
+}
+
+impl Layout {
+    /// A layout with `shards` tags under `prefix`, which may not contain
+    /// braces (they would change the hash tag).
+    pub(crate) fn new(prefix: &str, shards: u16) -> Result<Layout> {
+        if prefix.contains(['{', '}']) {
+            return Err(Error::new(ErrorKind::Config, format!("the Redis key prefix {prefix:?} may not contain braces")));
+        }
+        if shards == 0 {
+            return Err(Error::new(ErrorKind::Config, "the Redis cache needs at least one shard"));
+        }
+        Ok(Layout { tags: (0..shards).map(|n| format!("{{{prefix}{n}}}")).collect(), prefix: prefix.to_string() })
+    }
+
+    /// Number of shards.
+    pub(crate) fn shards(&self) -> usize {
+        self.tags.len()
+    }
+
+    /// The shard a counter lives in: FNV-1a of its display form.
+    pub(crate) fn shard_of(&self, key: &Key) -> usize {
+        if self.tags.len() == 1 {
+            return 0;
+        }
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in key.namespace().bytes().chain([b'/']).chain(key.name().bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        (hash % self.tags.len() as u64) as usize
+    }
+
+    fn key_in(&self, shard: usize, kind: &str, rest: &str) -> String {
+        format!("{}{kind}{rest}", self.tags[shard])
+    }
+
+    /// The hash holding a counter's total and flushed mark.
+    pub(crate) fn counter_hash(&self, key: &Key) -> String {
+        self.key_in(self.shard_of(key), "c:", &key.to_string())
+    }
+
+    /// The hash holding a counter's time slices.
+    pub(crate) fn slice_hash(&self, key: &Key) -> String {
+        self.key_in(self.shard_of(key), "s:", &key.to_string())
+    }
+
+    /// The hash a cell lives in.
+    pub(crate) fn hash_of(&self, cell: &Cell) -> String {
+        match cell {
+            Cell::Counter(key) => self.counter_hash(key),
+            Cell::Slice(slice) => self.slice_hash(&slice.key),
+        }
+    }
+
+    /// A shard's dirty set.
+    pub(crate) fn dirty(&self, shard: usize) -> String {
+        self.key_in(shard, "dirty", "")
+    }
+
+    /// A shard's index of claim parts.
+    pub(crate) fn claims(&self, shard: usize) -> String {
+        self.key_in(shard, "claims", "")
+    }
+
+    /// A shard's part of one claim.
+    pub(crate) fn claim(&self, shard: usize, id: &str) -> String {
+        self.key_in(shard, "claim:", id)
+    }
+
+    /// A `SCAN MATCH` pattern for every key of one shard.
+    pub(crate) fn shard_pattern(&self, shard: usize) -> String {
+        let mut pattern = String::new();
+        for c in self.tags[shard].chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('*');
+        pattern
+    }
+
+    /// The prefix.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// The suffix of a cell's fields in its hash: `""` for a counter
+/// (`t`, `f`), `":<precision>:<start>"` for a slice.
+pub(crate) fn field_suffix(cell: &Cell) -> String {
+    match cell {
+        Cell::Counter(_) => String::new(),
+        Cell::Slice(slice) => format!(":{}:{}", slice.precision.secs(), slice.start),
+    }
+}
+
+/// How a cell is named in the dirty set and in claim parts.
+pub(crate) fn member(cell: &Cell) -> String {
+    match cell {
+        Cell::Counter(key) => format!("c:{key}"),
+        Cell::Slice(slice) => format!("s:{}:{}:{}", slice.precision.secs(), slice.start, slice.key),
+    }
+}
+
+/// Reads a cell back from its [`member`] name.
+pub(crate) fn parse_member(text: &str) -> Result<Cell> {
+    let bad = || Error::new(ErrorKind::Permanent, format!("the Redis cache holds a cell it cannot read: {text:?}"));
+    if let Some(key) = text.strip_prefix("c:") {
+        return Key::parse(key).map(Cell::Counter).map_err(|_| bad());
+    }
+    let rest = text.strip_prefix("s:").ok_or_else(bad)?;
+    let mut parts = rest.splitn(3, ':');
+    let (Some(precision), Some(start), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let precision = precision.parse().ok().and_then(Precision::from_secs).ok_or_else(bad)?;
+    let start = start.parse().map_err(|_| bad())?;
+    let key = Key::parse(key).map_err(|_| bad())?;
+    Ok(Cell::Slice(SliceId { key, precision, start }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_round_trip() {
+        let key = Key::new("ns", "a b:{x}:ü/ok").unwrap();
+        let cells = [
+            Cell::Counter(key.clone()),
+            Cell::Counter(Key::named("plain").unwrap()),
+            Cell::Slice(SliceId { key, precision: Precision::from_secs(60).unwrap(), start: -120 }),
+        ];
+        for cell in cells {
+            assert_eq!(parse_member(&member(&cell)).unwrap(), cell);
+        }
+        assert_eq!(parse_member("x:1").unwrap_err().kind(), ErrorKind::Permanent);
+        assert!(parse_member("s:0:1:k").is_err());
+    }
+
+    #[test]
+    fn a_counter_keeps_one_tag_and_shards_spread() {
+        let layout = Layout::new("p:", 16).unwrap();
+        let key = Key::new("ns", "name").unwrap();
+        let tag = format!("{{p:{}}}", layout.shard_of(&key));
+        assert!(layout.counter_hash(&key).starts_with(&tag));
+        assert!(layout.slice_hash(&key).starts_with(&tag));
+        let used: std::collections::HashSet<usize> =
+            (0..200).map(|i| layout.shard_of(&Key::named(format!("k{i}")).unwrap())).collect();
+        assert_eq!(used.len(), 16);
+        assert!(Layout::new("a{b", 1).is_err());
+        assert!(Layout::new("a", 0).is_err());
+        assert_eq!(Layout::new("a*", 1).unwrap().shard_pattern(0), "{a\\*0}*");
+    }
+}
