@@ -15,8 +15,9 @@
 //!
 //! `<key>` is the counter's display form (`ns/name`), which is injective;
 //! cells appear in `dirty` and claim parts as `c:<key>` or
-//! `s:<precision>:<start>:<key>`. A counter's shard is a fixed hash of its
-//! key, the same in every process and version.
+//! `s:<precision>:<start>:<key>`. A counter's shard is FNV-1a of
+//! `namespace/name` (with the `/` also in the default namespace) modulo the
+//! number of shards: the same in every process and version.
 
 use counter_core::{Cell, Error, ErrorKind, Key, Precision, Result, SliceId};
 
@@ -45,7 +46,7 @@ impl Layout {
         self.tags.len()
     }
 
-    /// The shard a counter lives in: FNV-1a of its display form.
+    /// The shard a counter lives in: FNV-1a of `namespace/name`.
     pub(crate) fn shard_of(&self, key: &Key) -> usize {
         if self.tags.len() == 1 {
             return 0;

@@ -33,3 +33,9 @@ pub use url::{
 pub mod sqlite {
     pub use backend_sqlite::*;
 }
+
+/// The Redis backends: a shared cache (standalone or Cluster) and a store.
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use backend_redis::*;
+}

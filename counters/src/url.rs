@@ -37,18 +37,26 @@ fn not_compiled(url: &str, feature: &str) -> Error {
     )
 }
 
-/// Opens the cache a URL names: `memory://` (in-process).
+/// Opens the cache a URL names: `memory://` (in-process), or
+/// `redis://HOST:PORT` / `redis+cluster://HOST:PORT,HOST:PORT` (shared; with
+/// the `redis` feature).
 pub async fn cache_from_url(url: &str) -> Result<Arc<dyn CacheLayer>> {
     match scheme(url)? {
         "memory" if url == "memory://" => Ok(Arc::new(MemoryCache::new())),
-        "redis" | "rediss" | "redis+cluster" => Err(not_compiled(url, "redis")),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {
+            Ok(Arc::new(backend_redis::RedisCache::connect(url).await?))
+        }
+        #[cfg(not(feature = "redis"))]
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Err(not_compiled(url, "redis")),
         "memcache" => Err(not_compiled(url, "memcache")),
-        _ => Err(Error::new(ErrorKind::Config, format!("unknown cache URL {url:?} (known: memory://)"))),
+        _ => Err(Error::new(ErrorKind::Config, format!("unknown cache URL {url:?} (known: memory://, redis://HOST:PORT, redis+cluster://HOST:PORT,...)"))),
     }
 }
 
-/// Opens the store a URL names: `sqlite://PATH`, or `memory://` (a store in
-/// memory: **not durable**, for trials only).
+/// Opens the store a URL names: `sqlite://PATH`, `redis://HOST:PORT` (with
+/// the `redis` feature), or `memory://` (a store in memory: **not
+/// durable**, for trials only).
 pub async fn store_from_url(url: &str) -> Result<Arc<dyn DurableStore>> {
     match scheme(url)? {
         "memory" if url == "memory://" => Ok(Arc::new(MemoryStore::new())),
@@ -57,8 +65,16 @@ pub async fn store_from_url(url: &str) -> Result<Arc<dyn DurableStore>> {
         #[cfg(not(feature = "sqlite"))]
         "sqlite" => Err(not_compiled(url, "sqlite")),
         "dynamodb" => Err(not_compiled(url, "dynamo")),
-        "redis" | "rediss" => Err(not_compiled(url, "redis")),
-        _ => Err(Error::new(ErrorKind::Config, format!("unknown store URL {url:?} (known: sqlite://PATH, memory://)"))),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {
+            Ok(Arc::new(backend_redis::RedisStore::connect(url).await?))
+        }
+        #[cfg(not(feature = "redis"))]
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Err(not_compiled(url, "redis")),
+        _ => Err(Error::new(
+            ErrorKind::Config,
+            format!("unknown store URL {url:?} (known: sqlite://PATH, redis://HOST:PORT, memory://)"),
+        )),
     }
 }
 
@@ -68,11 +84,11 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_and_unknown_urls_are_config_errors() {
-        for bad in ["", "memory", "memory://x", "ftp://x", "redis://localhost"] {
+        for bad in ["", "memory", "memory://x", "ftp://x", "rediss://localhost:1", "redis://h:1/notadb"] {
             let e = cache_from_url(bad).await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Config, "{bad}: {e}");
         }
-        for bad in ["nope", "ftp://x", "dynamodb://table"] {
+        for bad in ["nope", "ftp://x", "dynamodb://table", "redis+cluster://a:1,b:2"] {
             let e = store_from_url(bad).await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Config, "{bad}: {e}");
         }
