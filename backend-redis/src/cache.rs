@@ -204,11 +204,8 @@ impl RedisCache {
     /// Runs the slices script for one shard's slices, adding `delta`.
     async fn add_to_slices(&self, shard: usize, slices: &[&SliceId], delta: i64) -> Result<Option<usize>> {
         let mut keys = vec![self.layout.dirty(shard)];
-        let undo: Vec<String> = if delta == i64::MIN {
-            vec![i64::MAX.to_string(), "1".into()]
-        } else {
-            vec![(-delta).to_string()]
-        };
+        let undo: Vec<String> =
+            if delta == i64::MIN { vec![i64::MAX.to_string(), "1".into()] } else { vec![(-delta).to_string()] };
         let mut args = vec![delta.to_string(), now_ms().to_string(), undo.len().to_string()];
         args.extend(undo);
         for slice in slices {
@@ -400,7 +397,8 @@ impl CacheLayer for RedisCache {
         let (created, now) = (id.created_ms().to_string(), now_ms().to_string());
         let groups = self.by_shard(cells.iter());
         let replies: Vec<Vec<String>> = try_join_all(groups.iter().map(|(shard, group)| {
-            let mut keys = vec![self.layout.claim(*shard, &text), self.layout.claims(*shard), self.layout.dirty(*shard)];
+            let mut keys =
+                vec![self.layout.claim(*shard, &text), self.layout.claims(*shard), self.layout.dirty(*shard)];
             let mut args = vec![text.clone(), created.clone(), now.clone()];
             for cell in group {
                 keys.push(self.layout.hash_of(cell));
@@ -514,7 +512,8 @@ impl CacheFaults for RedisCache {
                 let (next, keys): (u64, Vec<String>) = self.conn.query_on_node_of(node_key.as_bytes(), cmd).await?;
                 if !keys.is_empty() {
                     // Every key of a shard shares its hash tag, so one DEL serves them all.
-                    let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut self.conn.clone()).await.map_err(map_err)?;
+                    let _: i64 =
+                        redis::cmd("DEL").arg(&keys).query_async(&mut self.conn.clone()).await.map_err(map_err)?;
                 }
                 cursor = next;
                 if cursor == 0 {

@@ -33,7 +33,10 @@ impl Layout {
     /// braces (they would change the hash tag).
     pub(crate) fn new(prefix: &str, shards: u16) -> Result<Layout> {
         if prefix.contains(['{', '}']) {
-            return Err(Error::new(ErrorKind::Config, format!("the Redis key prefix {prefix:?} may not contain braces")));
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("the Redis key prefix {prefix:?} may not contain braces"),
+            ));
         }
         if shards == 0 {
             return Err(Error::new(ErrorKind::Config, "the Redis cache needs at least one shard"));

@@ -227,7 +227,10 @@ mod tests {
     #[test]
     fn urls_parse_into_targets() {
         let t = RedisTarget::parse("redis://127.0.0.1:6391").unwrap();
-        assert_eq!(t, RedisTarget { nodes: vec!["redis://127.0.0.1:6391".into()], cluster: false, prefix: None, shards: None });
+        assert_eq!(
+            t,
+            RedisTarget { nodes: vec!["redis://127.0.0.1:6391".into()], cluster: false, prefix: None, shards: None }
+        );
         let t = RedisTarget::parse("redis://u:p@h:1/3?prefix=app:&shards=4").unwrap();
         assert_eq!(t.nodes, vec!["redis://u:p@h:1/3"]);
         assert_eq!((t.prefix.as_deref(), t.shards), (Some("app:"), Some(4)));

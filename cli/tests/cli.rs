@@ -61,8 +61,48 @@ fn overflow_and_bad_urls_are_bad_input() {
     assert_eq!(stdout(&counters(dir.path(), &["get", "big"])), "9223372036854775807");
     let o = counters(dir.path(), &["--store", "ftp://nowhere", "get", "x"]);
     assert_eq!(o.status.code(), Some(2));
-    let o = counters(dir.path(), &["--cache", "redis://127.0.0.1:1", "get", "x"]);
+    let o = counters(dir.path(), &["--cache", "redis://127.0.0.1:1/notadb", "get", "x"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn an_unreachable_redis_is_transient() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = counters(dir.path(), &["--cache", "redis://127.0.0.1:1", "get", "x"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+}
+
+/// Two invocations in two directories share the counter through Redis,
+/// and the Redis store keeps it.
+#[cfg(feature = "redis")]
+#[test]
+fn a_redis_cache_and_store_are_shared_between_invocations() {
+    let Ok(url) = std::env::var("COUNTERS_TEST_REDIS_URL") else {
+        let ci = matches!(std::env::var("CI").as_deref(), Ok("true" | "1"));
+        assert!(!ci, "COUNTERS_TEST_REDIS_URL is not set and CI=true: a missing service is a failure");
+        eprintln!("*** SKIPPING: COUNTERS_TEST_REDIS_URL is not set ***");
+        return;
+    };
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let prefix = format!("cli{nanos:x}:");
+    let cache = format!("{url}?prefix={prefix}c:");
+    let store = format!("{url}?prefix={prefix}s:");
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = |extra: &[&'static str]| {
+        let mut v: Vec<String> = vec!["--cache".into(), cache.clone(), "--store".into(), store.clone()];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |dir: &std::path::Path, extra: &[&'static str]| {
+        let v = args(extra);
+        counters(dir, &v.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    assert_eq!(stdout(&run(a.path(), &["incr", "shared", "2"])), "2");
+    assert_eq!(stdout(&run(b.path(), &["incr", "shared", "3"])), "5");
+    assert_eq!(stdout(&run(a.path(), &["get", "shared"])), "5");
+    assert!(std::fs::read_dir(a.path()).unwrap().next().is_none(), "no SQLite file: Redis is the store");
 }
 
 #[test]

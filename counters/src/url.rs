@@ -50,7 +50,10 @@ pub async fn cache_from_url(url: &str) -> Result<Arc<dyn CacheLayer>> {
         #[cfg(not(feature = "redis"))]
         "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Err(not_compiled(url, "redis")),
         "memcache" => Err(not_compiled(url, "memcache")),
-        _ => Err(Error::new(ErrorKind::Config, format!("unknown cache URL {url:?} (known: memory://, redis://HOST:PORT, redis+cluster://HOST:PORT,...)"))),
+        _ => Err(Error::new(
+            ErrorKind::Config,
+            format!("unknown cache URL {url:?} (known: memory://, redis://HOST:PORT, redis+cluster://HOST:PORT,...)"),
+        )),
     }
 }
 
