@@ -14,7 +14,8 @@ async fn setup() -> Option<Backends<RedisCache, SqliteStore>> {
     assert!(cache.shards() > 1, "a Cluster cache spreads counters over several hash tags");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("conformance-cluster-sqlite");
     std::fs::create_dir_all(&dir).expect("scratch directory");
-    let store = SqliteStore::open(dir.join(format!("{:016x}.sqlite", rand::random::<u64>()))).await.expect("open SQLite");
+    let store =
+        SqliteStore::open(dir.join(format!("{:016x}.sqlite", rand::random::<u64>()))).await.expect("open SQLite");
     Some(Backends::new(Arc::new(cache), Arc::new(store)))
 }
 

@@ -12,7 +12,8 @@ async fn setup() -> Option<Backends<RedisCache, SqliteStore>> {
     let cache = conformance::redis::redis_cache("COUNTERS_TEST_REDIS_URL").await?;
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("conformance-redis-sqlite");
     std::fs::create_dir_all(&dir).expect("scratch directory");
-    let store = SqliteStore::open(dir.join(format!("{:016x}.sqlite", rand::random::<u64>()))).await.expect("open SQLite");
+    let store =
+        SqliteStore::open(dir.join(format!("{:016x}.sqlite", rand::random::<u64>()))).await.expect("open SQLite");
     Some(Backends::new(Arc::new(cache), Arc::new(store)))
 }
 
