@@ -80,7 +80,7 @@ impl RedisTarget {
         for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             match name {
-                "prefix" => target.prefix = Some(value.to_string()),
+                "prefix" => target.prefix = Some(percent_decode(value).ok_or_else(|| bad("bad %-escape in prefix"))?),
                 "shards" => {
                     target.shards = Some(value.parse().map_err(|_| bad("shards must be a number from 1 to 65535"))?)
                 }
@@ -89,6 +89,24 @@ impl RedisTarget {
         }
         Ok(target)
     }
+}
+
+/// Decodes `%XX` escapes (so a prefix may hold `&`, `=` or `?`); `None` if
+/// an escape or the result is malformed.
+fn percent_decode(text: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(byte);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
 }
 
 /// A connection to a standalone server or a Cluster. Cheap to clone: clones
@@ -234,6 +252,8 @@ mod tests {
         let t = RedisTarget::parse("redis://u:p@h:1/3?prefix=app:&shards=4").unwrap();
         assert_eq!(t.nodes, vec!["redis://u:p@h:1/3"]);
         assert_eq!((t.prefix.as_deref(), t.shards), (Some("app:"), Some(4)));
+        let t = RedisTarget::parse("redis://h:1?prefix=a%26b%3D").unwrap();
+        assert_eq!(t.prefix.as_deref(), Some("a&b="));
         let t = RedisTarget::parse("redis+cluster://a:1,b:2").unwrap();
         assert!(t.cluster);
         assert_eq!(t.nodes, vec!["redis://a:1", "redis://b:2"]);
@@ -251,6 +271,8 @@ mod tests {
             "redis://h:1?shards=0x",
             "redis://h:1?color=red",
             "redis+cluster://a:1,,b:2",
+            "redis://h:1?prefix=%zz",
+            "redis://h:1?prefix=%4",
         ] {
             let e = RedisTarget::parse(url).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Config, "{url}");
