@@ -477,23 +477,27 @@ impl CacheLayer for RedisCache {
     }
 
     async fn stats(&self) -> Result<CacheStats> {
-        let per_shard: Vec<(u64, Vec<(String, f64)>, u64)> = try_join_all((0..self.layout.shards()).map(|shard| {
-            let mut pipe = redis::pipe();
-            pipe.cmd("ZCARD").arg(self.layout.dirty(shard));
-            pipe.cmd("ZRANGE").arg(self.layout.dirty(shard)).arg(0).arg(0).arg("WITHSCORES");
-            pipe.cmd("ZCARD").arg(self.layout.claims(shard));
-            async move { self.query(&pipe).await }
-        }))
-        .await?;
+        let per_shard: Vec<(u64, Vec<(String, f64)>, Vec<String>)> =
+            try_join_all((0..self.layout.shards()).map(|shard| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZCARD").arg(self.layout.dirty(shard));
+                pipe.cmd("ZRANGE").arg(self.layout.dirty(shard)).arg(0).arg(0).arg("WITHSCORES");
+                pipe.cmd("ZRANGE").arg(self.layout.claims(shard)).arg(0).arg(-1);
+                async move { self.query(&pipe).await }
+            }))
+            .await?;
         let mut stats = CacheStats::default();
-        for (dirty, oldest, claims) in per_shard {
+        // A claim has a part in each tag it touched: count it once.
+        let mut claims = std::collections::HashSet::new();
+        for (dirty, oldest, ids) in per_shard {
             stats.dirty_cells += dirty;
-            stats.open_claims += claims;
+            claims.extend(ids);
             if let Some((_, since)) = oldest.first() {
                 let since = *since as u64;
                 stats.oldest_dirty_ms = Some(stats.oldest_dirty_ms.map_or(since, |o| o.min(since)));
             }
         }
+        stats.open_claims = claims.len() as u64;
         Ok(stats)
     }
 }

@@ -164,6 +164,13 @@ async fn claims_for_finds_only_claims_touching_the_keys() {
     let found = cache.claims_for(std::slice::from_ref(&a)).await.unwrap();
     assert_eq!(found.iter().map(|c| c.id).collect::<Vec<_>>(), [id_a]);
     assert_eq!(cache.claims(0).await.unwrap().len(), 2);
+    // A claim with parts under two tags is one open claim.
+    for k in [&a, &b] {
+        applied(&cache, k, 1).await;
+    }
+    let both = cache.claim(BatchId::new(), &[Cell::Counter(a.clone()), Cell::Counter(b.clone())]).await.unwrap();
+    assert_eq!(both.entries.len(), 2);
+    assert_eq!(cache.stats().await.unwrap().open_claims, 3);
 }
 
 #[tokio::test]
