@@ -39,3 +39,9 @@ pub mod sqlite {
 pub mod redis {
     pub use backend_redis::*;
 }
+
+/// The DynamoDB store.
+#[cfg(feature = "dynamo")]
+pub mod dynamo {
+    pub use backend_dynamo::*;
+}

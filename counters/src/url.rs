@@ -58,7 +58,8 @@ pub async fn cache_from_url(url: &str) -> Result<Arc<dyn CacheLayer>> {
 }
 
 /// Opens the store a URL names: `sqlite://PATH`, `redis://HOST:PORT` (with
-/// the `redis` feature), or `memory://` (a store in memory: **not
+/// the `redis` feature), `dynamodb://TABLE?endpoint=...&region=...` (with
+/// the `dynamo` feature), or `memory://` (a store in memory: **not
 /// durable**, for trials only).
 pub async fn store_from_url(url: &str) -> Result<Arc<dyn DurableStore>> {
     match scheme(url)? {
@@ -67,6 +68,9 @@ pub async fn store_from_url(url: &str) -> Result<Arc<dyn DurableStore>> {
         "sqlite" => Ok(Arc::new(backend_sqlite::SqliteStore::from_url(url).await?)),
         #[cfg(not(feature = "sqlite"))]
         "sqlite" => Err(not_compiled(url, "sqlite")),
+        #[cfg(feature = "dynamo")]
+        "dynamodb" => Ok(Arc::new(backend_dynamo::DynamoStore::connect(url).await?)),
+        #[cfg(not(feature = "dynamo"))]
         "dynamodb" => Err(not_compiled(url, "dynamo")),
         #[cfg(feature = "redis")]
         "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {
@@ -76,7 +80,7 @@ pub async fn store_from_url(url: &str) -> Result<Arc<dyn DurableStore>> {
         "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Err(not_compiled(url, "redis")),
         _ => Err(Error::new(
             ErrorKind::Config,
-            format!("unknown store URL {url:?} (known: sqlite://PATH, redis://HOST:PORT, memory://)"),
+            format!("unknown store URL {url:?} (known: sqlite://PATH, redis://HOST:PORT, dynamodb://TABLE, memory://)"),
         )),
     }
 }
@@ -91,7 +95,7 @@ mod tests {
             let e = cache_from_url(bad).await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Config, "{bad}: {e}");
         }
-        for bad in ["nope", "ftp://x", "dynamodb://table", "redis+cluster://a:1,b:2"] {
+        for bad in ["nope", "ftp://x", "dynamodb://t", "redis+cluster://a:1,b:2"] {
             let e = store_from_url(bad).await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Config, "{bad}: {e}");
         }

@@ -1,0 +1,498 @@
+//! The DynamoDB store.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
+};
+use counter_core::{
+    ApplyOutcome, Batch, BatchEntry, Cell, CleanReport, DurableStore, Error, ErrorKind, Key, ListQuery, Precision,
+    Result, StoreCapabilities,
+};
+
+use crate::errors::{is_transient_code, map_sdk};
+use crate::numbers::exact_i64;
+use crate::tables::{Tables, attr, ensure};
+use crate::target::{DynamoTarget, client};
+
+/// Most entries in one batch: a transaction holds at most 100 items, and
+/// one of them is the batch marker.
+pub const MAX_BATCH: usize = 99;
+
+/// Most keys in one `BatchGetItem`.
+const MAX_GET: usize = 100;
+
+/// Most requests in one `BatchWriteItem`.
+const MAX_WRITE: usize = 25;
+
+/// Settings of a [`DynamoStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DynamoOptions {
+    /// How long batch markers are kept (DynamoDB's TTL removes them after
+    /// that, up to two days later): longer than any batch can be held and
+    /// retried. Default 7 days.
+    pub batch_retention: Duration,
+    /// Time-slice buckets expire through TTL after this many bucket widths
+    /// past their start (a backstop for the cleaner). Default 240.
+    pub slice_ttl_buckets: u32,
+}
+
+impl Default for DynamoOptions {
+    fn default() -> Self {
+        DynamoOptions { batch_retention: Duration::from_secs(7 * 24 * 3600), slice_ttl_buckets: 240 }
+    }
+}
+
+/// A [`DurableStore`] on DynamoDB.
+///
+/// - Counters live in a table with the layout of Python's
+///   `distributed_counter` (string hash key `key` holding the counter's
+///   display form, number `counter_value`), so either can read and
+///   increment the other's counters. Time slices and batch markers live in
+///   two side tables (see the crate README).
+/// - A batch is one `TransactWriteItems`: a conditional `Put` of a marker
+///   item for the batch identity, and an `ADD` per entry, each conditioned
+///   on the result staying within i64. A batch seen before fails on its
+///   marker and changes nothing, whether it is retried by the SDK, by the
+///   engine after a lost ack, or by a second flusher, and however long
+///   after (the marker outlives DynamoDB's 10-minute idempotency window).
+/// - Reads are strongly consistent. Values that are not exact integers
+///   within i64 (a float another client wrote) are errors naming the key.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    tables: Tables,
+    options: DynamoOptions,
+}
+
+fn epoch_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn series_name(key: &Key, precision: Precision) -> String {
+    format!("{}:{key}", precision.secs())
+}
+
+/// The exact i64 in a number attribute, `None` if absent.
+fn read_number(
+    item: &HashMap<String, AttributeValue>,
+    name: &str,
+    what: impl std::fmt::Display,
+) -> Result<Option<i64>> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::N(text)) => exact_i64(text).map(Some).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Permanent,
+                format!("DynamoDB holds {text} in {name}, which is not an integer within the signed 64-bit range"),
+            )
+            .with_key(&what)
+        }),
+        Some(other) => {
+            Err(Error::new(ErrorKind::Permanent, format!("DynamoDB holds a non-number in {name}: {other:?}"))
+                .with_key(&what))
+        }
+    }
+}
+
+/// The condition that keeps `attribute + delta` within i64.
+fn stays_in_range(delta: i64) -> (&'static str, AttributeValue) {
+    if delta >= 0 {
+        ("attribute_not_exists(#v) OR #v <= :lim", n(i64::MAX - delta))
+    } else {
+        ("attribute_not_exists(#v) OR #v >= :lim", n(i64::MIN - delta))
+    }
+}
+
+impl DynamoStore {
+    /// Opens the store a `dynamodb://TABLE?...` URL names (see
+    /// [`DynamoTarget`]), creating missing tables unless `create=false`.
+    pub async fn connect(url: &str) -> Result<DynamoStore> {
+        DynamoStore::connect_with(DynamoTarget::parse(url)?, DynamoOptions::default()).await
+    }
+
+    /// Opens the store on `target` with `options`.
+    pub async fn connect_with(target: DynamoTarget, options: DynamoOptions) -> Result<DynamoStore> {
+        let client = client(&target).await;
+        let tables = Tables::new(&target.table);
+        ensure(&client, &tables, target.create).await?;
+        Ok(DynamoStore { client, tables, options })
+    }
+
+    /// The counters table.
+    pub fn table(&self) -> &str {
+        &self.tables.counters
+    }
+
+    fn entry_update(&self, entry: &BatchEntry, now: i64) -> TransactWriteItem {
+        let (condition, limit) = stays_in_range(entry.delta);
+        let update = match &entry.cell {
+            Cell::Counter(key) => Update::builder()
+                .table_name(&self.tables.counters)
+                .key(attr::KEY, s(key.to_string()))
+                .update_expression("ADD #v :d")
+                .expression_attribute_names("#v", attr::VALUE),
+            Cell::Slice(slice) => {
+                let ttl = slice
+                    .start
+                    .saturating_add(i64::from(slice.precision.secs()) * i64::from(self.options.slice_ttl_buckets));
+                Update::builder()
+                    .table_name(&self.tables.slices)
+                    .key(attr::SERIES, s(series_name(&slice.key, slice.precision)))
+                    .key(attr::START, n(slice.start))
+                    .update_expression("ADD #v :d SET #e = :e")
+                    .expression_attribute_names("#v", attr::COUNT)
+                    .expression_attribute_names("#e", attr::EXPIRES)
+                    .expression_attribute_values(":e", n(ttl.max(now)))
+            }
+        };
+        let update = update
+            .condition_expression(condition)
+            .expression_attribute_values(":d", n(entry.delta))
+            .expression_attribute_values(":lim", limit)
+            .build()
+            .expect("table, key and expression are set");
+        TransactWriteItem::builder().update(update).build()
+    }
+
+    fn marker(&self, batch: &Batch, now: i64) -> TransactWriteItem {
+        let expires = now.saturating_add(self.options.batch_retention.as_secs() as i64);
+        let put = Put::builder()
+            .table_name(&self.tables.batches)
+            .item(attr::ID, s(batch.id.to_string()))
+            .item(attr::EXPIRES, n(expires))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", attr::ID)
+            .build()
+            .expect("table and item are set");
+        TransactWriteItem::builder().put(put).build()
+    }
+
+    /// Why an entry's condition failed: an overflow, a value that is not an
+    /// integer, or (it changed since) nothing a retry cannot cure.
+    async fn explain_refusal(&self, entry: &BatchEntry) -> Error {
+        let current = match &entry.cell {
+            Cell::Counter(key) => self.get_many(std::slice::from_ref(key)).await.map(|v| v[0]),
+            Cell::Slice(slice) => self
+                .series(&slice.key, slice.precision, slice.start, slice.start)
+                .await
+                .map(|v| v.first().map(|(_, count)| *count)),
+        };
+        match current {
+            Err(e) => e,
+            Ok(Some(value)) if value.checked_add(entry.delta).is_none() => {
+                Error::new(ErrorKind::Overflow, "the value would leave the signed 64-bit range")
+                    .with_key(entry.cell.key())
+            }
+            Ok(_) => Error::new(ErrorKind::Unavailable, "a concurrent write changed the value; retry")
+                .with_key(entry.cell.key()),
+        }
+    }
+
+    async fn scan_all(
+        &self,
+        table: &str,
+        filter: Option<ScanFilter<'_>>,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let mut request = self.client.scan().table_name(table).consistent_read(true).set_exclusive_start_key(start);
+            if let Some(filter) = &filter {
+                request = request.filter_expression(filter.expression);
+                for (placeholder, name) in &filter.names {
+                    request = request.expression_attribute_names(*placeholder, *name);
+                }
+                for (placeholder, value) in &filter.values {
+                    request = request.expression_attribute_values(*placeholder, value.clone());
+                }
+            }
+            let page = request.send().await.map_err(|e| map_sdk(e, "Scan", table))?;
+            items.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Deletes slice items by key, 25 at a time, retrying unprocessed ones.
+    async fn delete_slices(&self, keys: Vec<HashMap<String, AttributeValue>>) -> Result<u64> {
+        let total = keys.len() as u64;
+        for chunk in keys.chunks(MAX_WRITE) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|key| {
+                    let delete = DeleteRequest::builder().set_key(Some(key.clone())).build().expect("key is set");
+                    WriteRequest::builder().delete_request(delete).build()
+                })
+                .collect();
+            let mut attempt = 0;
+            while !requests.is_empty() {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.tables.slices, requests)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk(e, "BatchWriteItem", &self.tables.slices))?;
+                requests =
+                    out.unprocessed_items().and_then(|u| u.get(&self.tables.slices)).cloned().unwrap_or_default();
+                backoff(&mut attempt, !requests.is_empty(), &self.tables.slices).await?;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// A scan's filter: the expression and its placeholders.
+struct ScanFilter<'a> {
+    expression: &'a str,
+    names: Vec<(&'a str, &'a str)>,
+    values: Vec<(&'a str, AttributeValue)>,
+}
+
+/// Sleeps before retrying unprocessed items (10 ms doubling), or gives up
+/// with a transient error after 10 attempts.
+async fn backoff(attempt: &mut u32, more: bool, table: &str) -> Result<()> {
+    if !more {
+        return Ok(());
+    }
+    *attempt += 1;
+    if *attempt > 10 {
+        return Err(Error::new(ErrorKind::Unavailable, format!("DynamoDB kept items of {table:?} unprocessed")));
+    }
+    tokio::time::sleep(Duration::from_millis(10 << (*attempt).min(8))).await;
+    Ok(())
+}
+
+#[async_trait]
+impl DurableStore for DynamoStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        let mut caps = StoreCapabilities::new("dynamodb");
+        caps.shared = true;
+        caps.max_batch = MAX_BATCH;
+        caps
+    }
+
+    async fn apply(&self, batch: &Batch) -> Result<ApplyOutcome> {
+        if batch.entries.len() > MAX_BATCH {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("a DynamoDB batch holds at most {MAX_BATCH} entries, this one {}", batch.entries.len()),
+            ));
+        }
+        let now = epoch_secs();
+        let entries: Vec<&BatchEntry> = batch.entries.iter().filter(|e| e.delta != 0).collect();
+        let mut items = vec![self.marker(batch, now)];
+        items.extend(entries.iter().map(|e| self.entry_update(e, now)));
+        let sent = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        let error = match sent {
+            Ok(_) => return Ok(ApplyOutcome::Applied),
+            Err(error) => error,
+        };
+        let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error() else {
+            return Err(map_sdk(error, "TransactWriteItems", &self.tables.counters));
+        };
+        let codes: Vec<&str> = cancelled.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None")).collect();
+        if codes.first() == Some(&"ConditionalCheckFailed") {
+            return Ok(ApplyOutcome::AlreadyApplied);
+        }
+        for (code, entry) in codes.iter().skip(1).zip(&entries) {
+            if *code == "ConditionalCheckFailed" {
+                return Err(self.explain_refusal(entry).await);
+            }
+        }
+        let kind = if codes.iter().all(|c| *c == "None" || is_transient_code(c)) {
+            ErrorKind::Unavailable
+        } else {
+            ErrorKind::Permanent
+        };
+        Err(Error::new(kind, format!("DynamoDB cancelled the batch transaction: {codes:?}")))
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<i64>>> {
+        let unique: BTreeSet<String> = keys.iter().map(|k| k.to_string()).collect();
+        let unique: Vec<String> = unique.into_iter().collect();
+        let mut found: HashMap<String, Option<i64>> = HashMap::new();
+        for chunk in unique.chunks(MAX_GET) {
+            let request_keys = chunk.iter().map(|k| HashMap::from([(attr::KEY.to_string(), s(k.clone()))])).collect();
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(request_keys))
+                    .consistent_read(true)
+                    .projection_expression("#k, #v")
+                    .expression_attribute_names("#k", attr::KEY)
+                    .expression_attribute_names("#v", attr::VALUE)
+                    .build()
+                    .expect("keys are set"),
+            );
+            let mut attempt = 0;
+            while let Some(request) = pending.take() {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.tables.counters, request)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk(e, "BatchGetItem", &self.tables.counters))?;
+                for item in out.responses().and_then(|r| r.get(&self.tables.counters)).into_iter().flatten() {
+                    if let Some(AttributeValue::S(key)) = item.get(attr::KEY) {
+                        found.insert(key.clone(), read_number(item, attr::VALUE, key)?);
+                    }
+                }
+                pending = out.unprocessed_keys().and_then(|u| u.get(&self.tables.counters)).cloned();
+                pending = pending.filter(|p| !p.keys().is_empty());
+                backoff(&mut attempt, pending.is_some(), &self.tables.counters).await?;
+            }
+        }
+        Ok(keys.iter().map(|k| found.get(&k.to_string()).copied().flatten()).collect())
+    }
+
+    async fn delete(&self, key: &Key) -> Result<bool> {
+        let text = key.to_string();
+        let old = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.counters)
+            .key(attr::KEY, s(text.clone()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| map_sdk(e, "DeleteItem", &self.tables.counters).with_key(key))?;
+        let existed = old.attributes().is_some_and(|a| !a.is_empty());
+        let candidates = self
+            .scan_all(
+                &self.tables.slices,
+                Some(ScanFilter {
+                    expression: "contains(#s, :k)",
+                    names: vec![("#s", attr::SERIES)],
+                    values: vec![(":k", s(text.clone()))],
+                }),
+            )
+            .await?;
+        let mine: Vec<_> = candidates
+            .into_iter()
+            .filter(|item| match item.get(attr::SERIES) {
+                Some(AttributeValue::S(series)) => series.split_once(':').map(|(_, k)| k) == Some(text.as_str()),
+                _ => false,
+            })
+            .filter_map(|item| {
+                let series = item.get(attr::SERIES)?.clone();
+                let start = item.get(attr::START)?.clone();
+                Some(HashMap::from([(attr::SERIES.to_string(), series), (attr::START.to_string(), start)]))
+            })
+            .collect();
+        let slices = self.delete_slices(mine).await?;
+        Ok(existed || slices > 0)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<(Key, i64)>> {
+        let mut entries = Vec::new();
+        for item in self.scan_all(&self.tables.counters, None).await? {
+            let Some(AttributeValue::S(text)) = item.get(attr::KEY) else { continue };
+            // Items other clients wrote under keys we cannot read are not ours to list.
+            let Ok(key) = Key::parse(text) else { continue };
+            if !query.matches(&key) {
+                continue;
+            }
+            if let Some(value) = read_number(&item, attr::VALUE, &key)? {
+                entries.push((key, value));
+            }
+        }
+        query.finish(&mut entries);
+        Ok(entries)
+    }
+
+    async fn series(&self, key: &Key, precision: Precision, from: i64, to: i64) -> Result<Vec<(i64, i64)>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.slices)
+                .consistent_read(true)
+                .key_condition_expression("#s = :s AND #t BETWEEN :a AND :b")
+                .expression_attribute_names("#s", attr::SERIES)
+                .expression_attribute_names("#t", attr::START)
+                .expression_attribute_values(":s", s(series_name(key, precision)))
+                .expression_attribute_values(":a", n(from))
+                .expression_attribute_values(":b", n(to))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| map_sdk(e, "Query", &self.tables.slices).with_key(key))?;
+            for item in page.items() {
+                let bucket = read_number(item, attr::START, key)?.unwrap_or_default();
+                let count = read_number(item, attr::COUNT, key)?.unwrap_or_default();
+                out.push((bucket, count));
+            }
+            match page.last_evaluated_key() {
+                Some(last) if !last.is_empty() => start = Some(last.clone()),
+                _ => break,
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    async fn clean(&self, precision: Precision, cutoff: i64) -> Result<CleanReport> {
+        let prefix = format!("{}:", precision.secs());
+        let old = self
+            .scan_all(
+                &self.tables.slices,
+                Some(ScanFilter {
+                    expression: "begins_with(#s, :p) AND #t < :c",
+                    names: vec![("#s", attr::SERIES), ("#t", attr::START)],
+                    values: vec![(":p", s(prefix)), (":c", n(cutoff))],
+                }),
+            )
+            .await?;
+        let mut touched = BTreeSet::new();
+        let keys: Vec<_> = old
+            .into_iter()
+            .filter_map(|item| {
+                let series = item.get(attr::SERIES)?.clone();
+                let start = item.get(attr::START)?.clone();
+                if let AttributeValue::S(name) = &series {
+                    touched.insert(name.clone());
+                }
+                Some(HashMap::from([(attr::SERIES.to_string(), series), (attr::START.to_string(), start)]))
+            })
+            .collect();
+        let buckets_removed = self.delete_slices(keys).await?;
+        let mut series_removed = 0;
+        for series in touched {
+            let left = self
+                .client
+                .query()
+                .table_name(&self.tables.slices)
+                .consistent_read(true)
+                .key_condition_expression("#s = :s")
+                .expression_attribute_names("#s", attr::SERIES)
+                .expression_attribute_values(":s", s(series))
+                .limit(1)
+                .send()
+                .await
+                .map_err(|e| map_sdk(e, "Query", &self.tables.slices))?;
+            if left.items().is_empty() {
+                series_removed += 1;
+            }
+        }
+        Ok(CleanReport { buckets_removed, series_removed })
+    }
+}
