@@ -44,3 +44,31 @@ where
     let code = err.code().map(|c| format!(" ({c})")).unwrap_or_default();
     Error::new(kind, format!("DynamoDB {operation} on table {table:?} failed{code}: {detail}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient_code;
+
+    #[test]
+    fn throttling_and_conflicts_are_transient_the_rest_permanent() {
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "ThrottlingException",
+            "RequestLimitExceeded",
+            "TransactionConflict",
+            "ThrottlingError",
+            "InternalServerError",
+        ] {
+            assert!(is_transient_code(code), "{code}");
+        }
+        for code in [
+            "ResourceNotFoundException",
+            "UnrecognizedClientException",
+            "ValidationException",
+            "AccessDeniedException",
+            "ConditionalCheckFailed",
+        ] {
+            assert!(!is_transient_code(code), "{code}");
+        }
+    }
+}
