@@ -1,5 +1,8 @@
 //! Command-line arguments.
 
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 
 /// Real-time counters from the command line.
@@ -105,6 +108,58 @@ pub enum Command {
     },
     /// Write every pending delta to the store.
     Flush,
-    /// Run the HTTP service (not available in this version).
-    Serve,
+    /// Run the HTTP service: the JSON API under /v1, /metrics, /healthz,
+    /// /readyz and the admin page at /admin. Stops on SIGINT or SIGTERM
+    /// after draining every pending delta to the store.
+    Serve(ServeArgs),
+}
+
+/// Options of `counters serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on. A non-loopback address needs --token.
+    #[arg(long, env = "COUNTERS_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+    /// Bearer token required for writes (and accepted for reads). Prefer the
+    /// environment variable: arguments are visible to other local users.
+    #[arg(long, env = "COUNTERS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Bearer token for reads only; when set, every read needs a token.
+    #[arg(long, env = "COUNTERS_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+    /// Leave reads open without a token on a non-loopback address.
+    #[arg(long)]
+    pub public_reads: bool,
+    /// Write-behind age bound of every counter, in seconds.
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    pub flush_interval: Duration,
+    /// Count every increment into time slices unless the request says otherwise.
+    #[arg(long)]
+    pub time_sliced: bool,
+    /// Most cells pending before increments get 503 backpressure.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_pending: u64,
+    /// Most bytes of a request body.
+    #[arg(long, default_value_t = counters_service::DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+}
+
+/// `HOST:PORT`, with a host name resolved (`localhost:8080`).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not HOST:PORT: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+/// Seconds above zero, decimals allowed (`0.5`).
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text.parse().map_err(|e| format!("{text:?} is not a number of seconds: {e}"))?;
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("{text:?} must be above zero"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
 }

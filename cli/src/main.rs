@@ -1,8 +1,9 @@
 //! The `counters` command.
 //!
-//! Exit codes: 0 success; 2 bad input (invalid key, value, range or URL;
-//! overflow); 3 a backend is unavailable (retrying may help); 4 a backend
-//! failed for good.
+//! Exit codes: 0 success (for `serve`: stopped by SIGINT/SIGTERM and
+//! drained); 2 bad input (invalid key, value, range or URL; overflow; for
+//! `serve`, bad settings or an address it cannot listen on); 3 a backend is
+//! unavailable (retrying may help); 4 a backend failed for good.
 
 mod args;
 mod run;
@@ -19,16 +20,24 @@ const EXIT_UNAVAILABLE: u8 = 3;
 /// Exit code for a permanent backend failure.
 const EXIT_FAILED: u8 = 4;
 
+/// Log levels when `COUNTERS_LOG` is unset: warnings for one-shot commands;
+/// for `serve`, also the service's and the engine's info lines (listening,
+/// shutdown, what was flushed).
+const LOG_DEFAULT: &str = "warn";
+const LOG_DEFAULT_SERVE: &str = "warn,counters_service=info,counter_core=info";
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args = args::Args::parse();
+    let default = if matches!(args.command, args::Command::Serve(_)) { LOG_DEFAULT_SERVE } else { LOG_DEFAULT };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("COUNTERS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = args::Args::parse();
     match run::run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

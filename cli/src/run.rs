@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use counters::{Counters, Error, ErrorKind, IncrOptions, Key, ListQuery, Result};
 use serde_json::json;
 
-use crate::args::{Args, Command};
+use crate::args::{Args, Command, ServeArgs};
 
 /// Checked arguments of a command, ready to run.
 enum Job {
@@ -66,17 +66,15 @@ fn check(command: Command) -> Result<Job> {
             Job::Series { key: Key::parse(&key)?, precision, from, to }
         }
         Command::Flush => Job::Flush,
-        Command::Serve => {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "`serve` is reserved for the HTTP service, which this version does not include yet",
-            ));
-        }
+        Command::Serve(_) => unreachable!("`serve` is run by `serve`"),
     })
 }
 
 /// Runs the command.
 pub async fn run(args: Args) -> Result<()> {
+    if let Command::Serve(serve_args) = args.command {
+        return serve(&args.cache, &args.store, serve_args).await;
+    }
     let job = check(args.command)?;
     let cache = counters::cache_from_url(&args.cache).await?;
     let store = counters::store_from_url(&args.store).await?;
@@ -151,4 +149,25 @@ fn print(json: bool, value: serde_json::Value, text: String) {
     } else if !text.is_empty() {
         println!("{text}");
     }
+}
+
+/// `counters serve`: checks the settings before opening any backend, then
+/// serves until SIGINT or SIGTERM and drains.
+async fn serve(cache: &str, store: &str, args: ServeArgs) -> Result<()> {
+    let config = counters_service::ServiceConfig {
+        listen: args.listen,
+        token: args.token.filter(|t| !t.is_empty()),
+        read_token: args.read_token.filter(|t| !t.is_empty()),
+        public_reads: args.public_reads,
+        body_limit: args.body_limit,
+        flush_interval: args.flush_interval,
+        time_sliced: args.time_sliced,
+        max_pending: args.max_pending,
+        ..counters_service::ServiceConfig::default()
+    };
+    config.validate()?;
+    let cache = counters::cache_from_url(cache).await?;
+    let store = counters::store_from_url(store).await?;
+    let service = counters_service::Service::new(cache, store, config)?;
+    service.run(counters_service::shutdown_signal()).await.map(|_| ())
 }

@@ -1,0 +1,308 @@
+//! The JSON API under `/v1`: increment, read, put, delete, list, series,
+//! flush and status.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Query, State};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use counters::{IncrOptions, Key, ListQuery, Policy};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{CanRead, CanWrite};
+use crate::config::{MAX_KEYS_PER_REQUEST, MAX_LIST_LIMIT};
+use crate::errors::ApiError;
+use crate::json::{JsonBody, Params};
+use crate::keys::{KeyPath, epoch};
+use crate::state::AppState;
+
+/// The `/v1` routes.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/counters", get(list))
+        .route("/v1/counters/", any(empty_key))
+        .route("/v1/counters/{*key}", get(get_one).post(incr).put(put).delete(delete))
+        .route("/v1/get_many", post(get_many))
+        .route("/v1/series/", any(empty_key))
+        .route("/v1/series/{*key}", get(series))
+        .route("/v1/flush", post(flush))
+        .route("/v1/status", get(status))
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// A route that names no key: the key is empty.
+async fn empty_key() -> ApiError {
+    ApiError::from_counters(&Key::named("").expect_err("an empty name is invalid"), "key")
+}
+
+/// Body of `POST /v1/counters/{key}`. Every field is optional; `{}` (or an
+/// empty body) adds 1.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncrBody {
+    /// How much to add; negative subtracts. Default 1.
+    delta: Option<i64>,
+    /// Start a missing counter at this value.
+    default: Option<i64>,
+    /// Write-behind policy for this call.
+    policy: Option<PolicyBody>,
+    /// Count into time slices (default: the service's setting; `at` implies it).
+    sliced: Option<bool>,
+    /// Event time for time slices, epoch seconds (default now).
+    at: Option<i64>,
+    /// Count into the key's ancestors too.
+    rollup: Option<bool>,
+}
+
+/// A per-call policy: `{"immediate": true}` (write-through) or
+/// `{"interval_ms": N, "threshold": N}` (either or both).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    immediate: Option<bool>,
+    interval_ms: Option<u64>,
+    threshold: Option<u64>,
+}
+
+impl PolicyBody {
+    fn to_policy(&self) -> Result<Policy, ApiError> {
+        let field = |name: &str| format!("policy.{name}");
+        if self.immediate == Some(true) {
+            if self.interval_ms.is_some() || self.threshold.is_some() {
+                return Err(ApiError::bad_field("policy", "an immediate policy takes no interval_ms or threshold"));
+            }
+            return Ok(Policy::immediate());
+        }
+        if self.interval_ms.is_none() && self.threshold.is_none() {
+            return Err(ApiError::bad_field("policy", "give {\"immediate\": true}, or interval_ms and/or threshold"));
+        }
+        let mut policy = Policy::default();
+        if let Some(ms) = self.interval_ms {
+            policy = Policy::interval(Duration::from_millis(ms))
+                .map_err(|e| ApiError::from_counters(&e, &field("interval_ms")))?;
+        }
+        if let Some(t) = self.threshold {
+            policy = policy.with_threshold(t).map_err(|e| ApiError::from_counters(&e, &field("threshold")))?;
+        }
+        Ok(policy)
+    }
+}
+
+impl IncrBody {
+    fn options(&self, service_sliced: bool) -> Result<IncrOptions, ApiError> {
+        let mut options = IncrOptions::new();
+        if let Some(d) = self.default {
+            options = options.default_value(d);
+        }
+        if let Some(p) = &self.policy {
+            options = options.policy(p.to_policy()?);
+        }
+        if let Some(r) = self.rollup {
+            options = options.rollup(r);
+        }
+        let at = self.at.map(|secs| epoch(secs, "at")).transpose()?;
+        match (self.sliced, at) {
+            (Some(false), Some(_)) => {
+                return Err(ApiError::bad_field("at", "`at` is the time of a time-sliced increment; sliced is false"));
+            }
+            (Some(false), None) => options.time_sliced = Some(false),
+            (Some(true), at) | (None, at @ Some(_)) => options = options.time_sliced(at),
+            (None, None) if service_sliced => options = options.time_sliced(None),
+            (None, None) => {}
+        }
+        Ok(options)
+    }
+}
+
+/// `POST /v1/counters/{key}`: adds `delta` and answers the new total.
+async fn incr(
+    _: CanWrite,
+    State(state): State<AppState>,
+    KeyPath(key): KeyPath,
+    JsonBody(body): JsonBody<IncrBody>,
+) -> ApiResult {
+    let options = body.options(state.info.time_sliced)?;
+    let total = state
+        .counters
+        .incr_with(&key, body.delta.unwrap_or(1), &options)
+        .await
+        .map_err(|e| ApiError::from_counters(&e, "delta"))?;
+    Ok(Json(json!({ "key": key.to_string(), "value": total })))
+}
+
+/// `GET /v1/counters/{key}`: the total (durable plus pending; 0 if absent).
+async fn get_one(_: CanRead, State(state): State<AppState>, KeyPath(key): KeyPath) -> ApiResult {
+    let value = state.counters.get(&key).await.map_err(|e| ApiError::from_counters(&e, "key"))?;
+    Ok(Json(json!({ "key": key.to_string(), "value": value })))
+}
+
+/// Body of `PUT /v1/counters/{key}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    value: Option<i64>,
+}
+
+/// `PUT /v1/counters/{key}`: sets the value.
+async fn put(
+    _: CanWrite,
+    State(state): State<AppState>,
+    KeyPath(key): KeyPath,
+    JsonBody(body): JsonBody<PutBody>,
+) -> ApiResult {
+    let value = body.value.ok_or_else(|| ApiError::bad_field("value", "the body needs {\"value\": N}"))?;
+    state.counters.put(&key, value).await.map_err(|e| ApiError::from_counters(&e, "value"))?;
+    Ok(Json(json!({ "key": key.to_string(), "value": value })))
+}
+
+/// `DELETE /v1/counters/{key}`: deletes a counter and its series.
+async fn delete(_: CanWrite, State(state): State<AppState>, KeyPath(key): KeyPath) -> ApiResult {
+    let deleted = state.counters.delete(&key).await.map_err(|e| ApiError::from_counters(&e, "key"))?;
+    Ok(Json(json!({ "key": key.to_string(), "deleted": deleted })))
+}
+
+/// Body of `POST /v1/get_many`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetManyBody {
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
+/// `POST /v1/get_many`: totals of many counters, in order.
+async fn get_many(_: CanRead, State(state): State<AppState>, JsonBody(body): JsonBody<GetManyBody>) -> ApiResult {
+    if body.keys.len() > MAX_KEYS_PER_REQUEST {
+        return Err(ApiError::bad_field(
+            "keys",
+            format!("{} keys; at most {MAX_KEYS_PER_REQUEST} per request", body.keys.len()),
+        ));
+    }
+    let keys = body
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Key::parse(k).map_err(|e| ApiError::from_counters(&e, "key").with_field(format!("keys[{i}]"))))
+        .collect::<Result<Vec<Key>, ApiError>>()?;
+    let values = state.counters.get_many(&keys).await.map_err(|e| ApiError::from_counters(&e, "keys"))?;
+    let rows: Vec<Value> = keys.iter().zip(values).map(|(k, v)| json!({ "key": k.to_string(), "value": v })).collect();
+    Ok(Json(json!({ "counters": rows })))
+}
+
+/// Validates a namespace by making a key in it.
+pub(crate) fn check_namespace(namespace: &str) -> Result<(), ApiError> {
+    Key::new(namespace, "x").map(|_| ()).map_err(|e| ApiError::from_counters(&e, "namespace").with_field("namespace"))
+}
+
+/// `GET /v1/counters?namespace=NS&prefix=P&top=N` (largest first) or
+/// `&limit=N` (by name, default 1000).
+async fn list(_: CanRead, State(state): State<AppState>, Query(raw): Query<HashMap<String, String>>) -> ApiResult {
+    let params = Params::new(raw, &["namespace", "prefix", "top", "limit"])?;
+    let (namespace, prefix) = (params.text("namespace"), params.text("prefix"));
+    check_namespace(namespace)?;
+    let top: Option<usize> = params.parsed("top")?;
+    let limit: Option<usize> = params.parsed("limit")?;
+    let query = ListQuery::new(namespace, prefix);
+    let (query, order, n, field) = match (top, limit) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_field("top", "give either top or limit, not both")),
+        (Some(n), None) => (query.top(n), "value", n, "top"),
+        (None, l) => {
+            let n = l.unwrap_or(1_000);
+            (query.limit(n), "name", n, "limit")
+        }
+    };
+    if n > MAX_LIST_LIMIT {
+        return Err(ApiError::bad_field(field, format!("{field}={n}; at most {MAX_LIST_LIMIT}")));
+    }
+    let rows = state.counters.list(&query).await.map_err(|e| ApiError::from_counters(&e, "prefix"))?;
+    let rows: Vec<Value> = rows.iter().map(|(k, v)| json!({ "key": k.to_string(), "value": v })).collect();
+    Ok(Json(json!({ "namespace": namespace, "prefix": prefix, "order": order, "counters": rows })))
+}
+
+/// `GET /v1/series/{key}?precision=S&from=EPOCH&to=EPOCH`: `(start, count)`
+/// points of a time-sliced counter. Defaults: the finest precision, the
+/// retained samples up to now. Empty buckets are left out.
+async fn series(
+    _: CanRead,
+    State(state): State<AppState>,
+    KeyPath(key): KeyPath,
+    Query(raw): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let params = Params::new(raw, &["precision", "from", "to"])?;
+    let info = &state.info;
+    let precision = params.parsed::<u32>("precision")?.unwrap_or(info.precisions[0]);
+    if !info.precisions.contains(&precision) {
+        return Err(ApiError::bad_field(
+            "precision",
+            format!("precision={precision} is not configured (configured: {:?} seconds)", info.precisions),
+        ));
+    }
+    let to = match params.parsed::<i64>("to")? {
+        Some(t) => epoch(t, "to")?,
+        None => SystemTime::now(),
+    };
+    let span = Duration::from_secs(u64::from(precision) * u64::from(info.samples.saturating_sub(1)));
+    let from = match params.parsed::<i64>("from")? {
+        Some(f) => epoch(f, "from")?,
+        None => to.checked_sub(span).unwrap_or(SystemTime::UNIX_EPOCH),
+    };
+    if from > to {
+        return Err(ApiError::bad_field("from", "the range starts after it ends (from > to)"));
+    }
+    let points =
+        state.counters.series(&key, precision, from, to).await.map_err(|e| ApiError::from_counters(&e, "precision"))?;
+    let points: Vec<Value> = points.iter().map(|(s, c)| json!({ "start": s, "count": c })).collect();
+    Ok(Json(json!({
+        "key": key.to_string(),
+        "precision": precision,
+        "from": counters::epoch_secs(from),
+        "to": counters::epoch_secs(to),
+        "points": points,
+    })))
+}
+
+/// `POST /v1/flush`: writes every pending delta to the store now.
+async fn flush(_: CanWrite, State(state): State<AppState>) -> ApiResult {
+    let report = state.counters.flush().await?;
+    Ok(Json(json!({
+        "batches": report.batches,
+        "counters": report.counters,
+        "slices": report.slices,
+        "recovered": report.recovered,
+    })))
+}
+
+/// `GET /v1/status`: backends, time slices, token rules and the engine's
+/// metrics (what the admin page shows at a glance).
+async fn status(_: CanRead, State(state): State<AppState>) -> ApiResult {
+    let m = state.counters.metrics();
+    let info = &state.info;
+    Ok(Json(json!({
+        "cache": info.cache,
+        "store": info.store,
+        "precisions": info.precisions,
+        "samples": info.samples,
+        "time_sliced": info.time_sliced,
+        "flush_interval_ms": info.flush_interval.as_millis() as u64,
+        "auth": {
+            "writes_need_token": state.access.writes_need_token(),
+            "reads_need_token": state.access.reads_need_token(),
+        },
+        "engine": {
+            "increments": m.increments,
+            "batches_flushed": m.batches_flushed,
+            "cells_flushed": m.cells_flushed,
+            "retries": m.retries,
+            "failures": m.failures,
+            "recovered_claims": m.recovered_claims,
+            "backpressure_rejections": m.backpressure_rejections,
+            "pending_cells": m.pending_cells,
+            "oldest_pending_age_ms": m.oldest_pending_age.map(|a| a.as_millis() as u64),
+            "store_applies": m.store_applies,
+            "store_apply_ms": m.store_apply_time.as_secs_f64() * 1000.0,
+            "last_error": m.last_error,
+        },
+    })))
+}

@@ -1,0 +1,137 @@
+//! Counters in detail, for the admin page: per counter its total, its
+//! durable value (the store's), its pending delta (the cache's) and how long
+//! that delta has been pending.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::extract::{Query, State};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use counters::{Cell, Key, ListQuery, now_ms};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::api::check_namespace;
+use crate::auth::CanRead;
+use crate::config::MAX_LIST_LIMIT;
+use crate::errors::ApiError;
+use crate::json::Params;
+use crate::keys::KeyPath;
+use crate::state::AppState;
+
+/// Most counters a search looks through before filtering by text.
+const SEARCH_SCAN: usize = MAX_LIST_LIMIT;
+/// Most dirty cells read to find pending ages.
+const DIRTY_SCAN: usize = 100_000;
+
+/// The `/v1/inspect` routes.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/inspect", get(inspect_many))
+        .route("/v1/inspect/", any(|| async { ApiError::bad_field("key", "invalid key \"\": name is empty") }))
+        .route("/v1/inspect/{*key}", get(inspect_one))
+}
+
+/// One counter in detail.
+#[derive(Debug, Serialize)]
+struct Detail {
+    key: String,
+    namespace: String,
+    name: String,
+    /// Durable value plus pending delta.
+    total: i64,
+    /// The store's value (0 if it has none).
+    durable: i64,
+    /// The cache's pending delta (not yet in the store).
+    pending: i128,
+    /// How long the oldest part of the pending delta has waited, if any.
+    pending_for_ms: Option<u64>,
+}
+
+/// Details of `keys` whose totals are `totals`.
+async fn details(state: &AppState, keys: Vec<Key>, totals: Vec<i64>) -> Result<Vec<Detail>, ApiError> {
+    let counters = &state.counters;
+    let durable = counters.store().get_many(&keys).await?;
+    let cells: Vec<Cell> = keys.iter().cloned().map(Cell::Counter).collect();
+    let cached = counters.cache().get_many(&cells).await?;
+    let wanted: HashSet<&Key> = keys.iter().collect();
+    let mut since: HashMap<Key, u64> = HashMap::new();
+    if cached.iter().flatten().any(|c| c.pending != 0) {
+        for dirty in counters.cache().dirty(u64::MAX, DIRTY_SCAN).await? {
+            if let Cell::Counter(key) = dirty.cell {
+                if wanted.contains(&key) {
+                    since.insert(key, dirty.dirty_since_ms);
+                }
+            }
+        }
+    }
+    let now = now_ms();
+    Ok(keys
+        .into_iter()
+        .zip(totals)
+        .zip(durable.into_iter().zip(cached))
+        .map(|((key, total), (durable, cached))| {
+            let pending = cached.map_or(0, |c| c.pending);
+            let pending_for_ms = (pending != 0).then(|| since.get(&key).map(|s| now.saturating_sub(*s))).flatten();
+            Detail {
+                key: key.to_string(),
+                namespace: key.namespace().to_string(),
+                name: key.name().to_string(),
+                total,
+                durable: durable.unwrap_or(0),
+                pending,
+                pending_for_ms,
+            }
+        })
+        .collect())
+}
+
+/// `GET /v1/inspect?namespace=NS&prefix=P&search=TEXT&limit=N`: counters of
+/// a namespace by name prefix whose names contain `search`
+/// (case-insensitive), largest first, at most `limit` (default 100).
+async fn inspect_many(
+    _: CanRead,
+    State(state): State<AppState>,
+    Query(raw): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::new(raw, &["namespace", "prefix", "search", "limit"])?;
+    let (namespace, prefix) = (params.text("namespace"), params.text("prefix"));
+    check_namespace(namespace)?;
+    let search = params.text("search").to_lowercase();
+    let limit = params.parsed::<usize>("limit")?.unwrap_or(100);
+    if limit > MAX_LIST_LIMIT {
+        return Err(ApiError::bad_field("limit", format!("limit={limit}; at most {MAX_LIST_LIMIT}")));
+    }
+    let query = if search.is_empty() {
+        ListQuery::new(namespace, prefix).top(limit)
+    } else {
+        ListQuery::new(namespace, prefix).limit(SEARCH_SCAN)
+    };
+    let mut rows = state.counters.list(&query).await.map_err(|e| ApiError::from_counters(&e, "prefix"))?;
+    let scanned = rows.len();
+    rows.retain(|(k, _)| search.is_empty() || k.name().to_lowercase().contains(&search));
+    let matched = rows.len();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    rows.truncate(limit);
+    let (keys, totals): (Vec<Key>, Vec<i64>) = rows.into_iter().unzip();
+    let details = details(&state, keys, totals).await?;
+    Ok(Json(json!({
+        "namespace": namespace,
+        "prefix": prefix,
+        "search": search,
+        "matched": matched,
+        "scanned": scanned,
+        "counters": details,
+    })))
+}
+
+/// `GET /v1/inspect/{key}`: one counter in detail.
+async fn inspect_one(
+    _: CanRead,
+    State(state): State<AppState>,
+    KeyPath(key): KeyPath,
+) -> Result<Json<Value>, ApiError> {
+    let total = state.counters.get(&key).await.map_err(|e| ApiError::from_counters(&e, "key"))?;
+    let mut details = details(&state, vec![key], vec![total]).await?;
+    Ok(Json(json!(details.pop())))
+}

@@ -1,0 +1,122 @@
+//! The counters HTTP service: a small process that runs next to your apps
+//! and gives them (and people, through an admin page) real-time counters
+//! with exactly-once write-behind, over any cache and store the library
+//! supports.
+//!
+//! - [`Service::new`] builds the `Counters` handle (the store wrapped so
+//!   every call is timed into the metrics) and the router;
+//!   [`Service::run`] / [`Service::serve`] listen until a shutdown future
+//!   completes, then drain the write-behind engine and report what was
+//!   flushed.
+//! - The JSON API is under `/v1` ([`api`]); `/metrics` is Prometheus text
+//!   ([`metrics`]); `/healthz` and `/readyz` are probes ([`health`]);
+//!   `/admin` is the admin page ([`admin`]).
+//! - Token rules are in [`auth`]; error statuses in [`errors`].
+//!
+//! ```no_run
+//! # async fn demo() -> counters::Result<()> {
+//! use counters_service::{Service, ServiceConfig, shutdown_signal};
+//!
+//! let cache = counters::cache_from_url("memory://").await?;
+//! let store = counters::store_from_url("sqlite://counters.sqlite").await?;
+//! let service = Service::new(cache, store, ServiceConfig::default())?;
+//! let report = service.run(shutdown_signal()).await?; // until SIGINT/SIGTERM
+//! println!("flushed {} counters", report.counters);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+mod config;
+pub mod errors;
+pub mod health;
+pub mod inspect;
+mod json;
+mod keys;
+pub mod metrics;
+mod server;
+mod state;
+mod timed_store;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::middleware;
+use counters::{CacheLayer, Counters, DurableStore, Family, Policy, Result};
+
+pub use config::{DEFAULT_BODY_LIMIT, DEFAULT_LISTEN, MAX_KEYS_PER_REQUEST, MAX_LIST_LIMIT, ServiceConfig};
+pub use errors::ApiError;
+pub use server::shutdown_signal;
+pub use state::{AppState, ServiceInfo};
+pub use timed_store::TimedStore;
+
+use crate::auth::Access;
+use crate::metrics::ServiceMetrics;
+
+/// A counters service: the `Counters` handle, its settings and its routes.
+#[derive(Debug)]
+pub struct Service {
+    state: AppState,
+    config: ServiceConfig,
+}
+
+impl Service {
+    /// Builds the service over `cache` and `store` (opened by URL with
+    /// [`counters::cache_from_url`] / [`counters::store_from_url`], or
+    /// directly), after checking `config` (a non-loopback address needs a
+    /// write token). Starts the background flusher, so it needs a Tokio
+    /// runtime.
+    pub fn new(cache: Arc<dyn CacheLayer>, store: Arc<dyn DurableStore>, config: ServiceConfig) -> Result<Service> {
+        config.validate()?;
+        let metrics = Arc::new(ServiceMetrics::new());
+        let info = ServiceInfo {
+            cache: cache.capabilities().name,
+            store: store.capabilities().name,
+            precisions: config.time_slices.precisions().iter().map(|p| p.secs()).collect(),
+            samples: config.time_slices.samples(),
+            body_limit: config.body_limit,
+            ready_timeout: config.ready_timeout,
+            time_sliced: config.time_sliced,
+            flush_interval: config.flush_interval,
+        };
+        let timed: Arc<dyn DurableStore> = Arc::new(TimedStore::new(store, metrics.clone()));
+        let mut family = Family::new(Policy::interval(config.flush_interval)?);
+        family.time_sliced = config.time_sliced;
+        let counters = Counters::builder(cache, timed)
+            .default_family(family)
+            .time_slices(config.time_slices.clone())
+            .max_pending(config.max_pending)
+            .build()?;
+        let state = AppState::new(Arc::new(counters), metrics, Access::from_config(&config), info);
+        Ok(Service { state, config })
+    }
+
+    /// The `Counters` handle the service serves.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.state.counters
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// Every route, with the body limit, request metrics and JSON 404/405.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .merge(api::routes())
+            .merge(inspect::routes())
+            .merge(health::routes())
+            .merge(admin::routes())
+            .merge(metrics::routes())
+            .fallback(|uri: Uri| async move { ApiError::not_found(uri.path()) })
+            .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+            .layer(DefaultBodyLimit::max(self.config.body_limit))
+            .layer(middleware::from_fn_with_state(self.state.clone(), metrics::track_requests))
+            .with_state(self.state.clone())
+    }
+}
