@@ -50,6 +50,31 @@ fn spawn_monotonic_sampler(store: Arc<MemoryStore>, stop: Arc<AtomicBool>) -> to
     })
 }
 
+/// A handle on a server, its store, and the sampler watching the store.
+struct Run {
+    store: Arc<MemoryStore>,
+    counters: Counters<RedisCache, MemoryStore>,
+    stop: Arc<AtomicBool>,
+    sampler: tokio::task::JoinHandle<usize>,
+}
+
+impl Run {
+    async fn start(url: &str) -> Run {
+        let store = Arc::new(MemoryStore::new());
+        let counters = counters_on(url, store.clone()).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = spawn_monotonic_sampler(store.clone(), stop.clone());
+        Run { store, counters, stop, sampler }
+    }
+
+    /// Drains the handle, stops the sampler; the number of samples taken.
+    async fn finish(self) -> usize {
+        self.counters.shutdown().await.unwrap();
+        self.stop.store(true, Ordering::SeqCst);
+        self.sampler.await.unwrap()
+    }
+}
+
 fn flushall(port: u16) {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
     let mut conn = client.get_connection().unwrap();
@@ -61,10 +86,8 @@ fn flushall(port: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushall_mid_run_loses_at_most_the_pending_deltas() {
     let Some(server) = PrivateRedis::start() else { return };
-    let store = Arc::new(MemoryStore::new());
-    let counters = counters_on(&server.url(), store.clone()).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = spawn_monotonic_sampler(store.clone(), stop.clone());
+    let run = Run::start(&server.url()).await;
+    let (counters, store) = (&run.counters, run.store.clone());
     let keys = keys();
     let mut acked = 0i64;
     let mut durable_at_flushall = 0;
@@ -81,9 +104,7 @@ async fn flushall_mid_run_loses_at_most_the_pending_deltas() {
             tokio::time::sleep(Duration::from_millis(25)).await; // let the flusher run mid-stream
         }
     }
-    counters.shutdown().await.unwrap();
-    stop.store(true, Ordering::SeqCst);
-    assert!(sampler.await.unwrap() > 10, "the sampler ran");
+    assert!(run.finish().await > 10, "the sampler ran");
     let durable = durable_sum(&store).await;
     let lost = acked - durable;
     assert!(durable <= acked, "no increment counted twice: {durable} > {acked}");
@@ -105,10 +126,8 @@ async fn flushall_mid_run_loses_at_most_the_pending_deltas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_run_is_transient_and_the_client_reconnects() {
     let Some(mut server) = PrivateRedis::start() else { return };
-    let store = Arc::new(MemoryStore::new());
-    let counters = counters_on(&server.url(), store.clone()).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = spawn_monotonic_sampler(store.clone(), stop.clone());
+    let run = Run::start(&server.url()).await;
+    let (counters, store) = (&run.counters, run.store.clone());
     let keys = keys();
     let mut acked = 0i64;
     for i in 0..1000usize {
@@ -146,9 +165,7 @@ async fn a_restart_mid_run_is_transient_and_the_client_reconnects() {
         }
         i += 1;
     }
-    counters.shutdown().await.unwrap();
-    stop.store(true, Ordering::SeqCst);
-    sampler.await.unwrap();
+    run.finish().await;
     let durable = durable_sum(&store).await;
     assert!(errors > 0);
     assert_eq!(durable, durable_before + acked_after, "before the restart: all of it; after: all of it");
