@@ -45,3 +45,9 @@ pub mod redis {
 pub mod dynamo {
     pub use backend_dynamo::*;
 }
+
+/// The memcached cache.
+#[cfg(feature = "memcache")]
+pub mod memcache {
+    pub use backend_memcache::*;
+}

@@ -30,6 +30,7 @@ fn scheme(url: &str) -> Result<&str> {
         .ok_or_else(|| Error::new(ErrorKind::Config, format!("{url:?} is not a backend URL (expected scheme://...)")))
 }
 
+#[cfg(not(all(feature = "sqlite", feature = "redis", feature = "memcache", feature = "dynamo")))]
 fn not_compiled(url: &str, feature: &str) -> Error {
     Error::new(
         ErrorKind::Config,
@@ -37,9 +38,10 @@ fn not_compiled(url: &str, feature: &str) -> Error {
     )
 }
 
-/// Opens the cache a URL names: `memory://` (in-process), or
+/// Opens the cache a URL names: `memory://` (in-process),
 /// `redis://HOST:PORT` / `redis+cluster://HOST:PORT,HOST:PORT` (shared; with
-/// the `redis` feature).
+/// the `redis` feature), or `memcache://HOST:PORT` (shared; with the
+/// `memcache` feature).
 pub async fn cache_from_url(url: &str) -> Result<Arc<dyn CacheLayer>> {
     match scheme(url)? {
         "memory" if url == "memory://" => Ok(Arc::new(MemoryCache::new())),
@@ -49,10 +51,16 @@ pub async fn cache_from_url(url: &str) -> Result<Arc<dyn CacheLayer>> {
         }
         #[cfg(not(feature = "redis"))]
         "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Err(not_compiled(url, "redis")),
+        #[cfg(feature = "memcache")]
+        "memcache" => Ok(Arc::new(backend_memcache::MemcacheCache::connect(url).await?)),
+        #[cfg(not(feature = "memcache"))]
         "memcache" => Err(not_compiled(url, "memcache")),
         _ => Err(Error::new(
             ErrorKind::Config,
-            format!("unknown cache URL {url:?} (known: memory://, redis://HOST:PORT, redis+cluster://HOST:PORT,...)"),
+            format!(
+                "unknown cache URL {url:?} (known: memory://, redis://HOST:PORT, redis+cluster://HOST:PORT,..., \
+                 memcache://HOST:PORT)"
+            ),
         )),
     }
 }

@@ -1,0 +1,407 @@
+//! A small async client of memcached's meta protocol (`mg`, `ms`, `ma`,
+//! `md`, `mn`) over tokio TCP streams, with a pool of connections.
+//!
+//! Commands are sent in pipelines: one write, then one reply per command in
+//! order (memcached answers a connection's commands in the order it got
+//! them). A pipeline either returns every reply or fails as a whole; a
+//! failed connection is dropped, never reused, so a late reply can never be
+//! read as the answer to another command. Nothing is ever resent: a request
+//! whose reply was lost may have been executed, and resending an increment
+//! would count it twice.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use counter_core::{Error, ErrorKind, Result};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, Semaphore};
+
+/// How a meta command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// `VA`: a value follows.
+    Value,
+    /// `HD`: done (stored, deleted, found without value).
+    Done,
+    /// `EN`: miss (`mg`).
+    Miss,
+    /// `NF`: not found (`ma`, `md`, `ms` with a compare token).
+    NotFound,
+    /// `NS`: not stored (`ms` in add mode on an existing key, append to a missing one).
+    NotStored,
+    /// `EX`: the compare-and-swap token did not match.
+    Exists,
+    /// `MN`: the no-op marker.
+    Noop,
+    /// An error reply (`SERVER_ERROR ...`, `CLIENT_ERROR ...`, `ERROR`);
+    /// the reply's value holds its text.
+    Refused(ErrorKind),
+}
+
+/// One reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    pub(crate) status: Status,
+    /// The value of a `VA` reply.
+    pub(crate) value: Option<Vec<u8>>,
+    /// The item's compare-and-swap token, when asked for with the `c` flag.
+    pub(crate) cas: Option<u64>,
+}
+
+impl Reply {
+    /// A reply with a value (for results computed without a reply).
+    pub(crate) fn value(value: Vec<u8>) -> Reply {
+        Reply { status: Status::Value, value: Some(value), cas: None }
+    }
+
+    /// A reply with a status only.
+    pub(crate) fn status(status: Status) -> Reply {
+        Reply { status, value: None, cas: None }
+    }
+
+    /// Whether the command succeeded (`VA` or `HD`).
+    pub(crate) fn ok(&self) -> bool {
+        matches!(self.status, Status::Value | Status::Done)
+    }
+
+    /// The value as text, trailing spaces and all.
+    pub(crate) fn text(&self) -> Option<&str> {
+        self.value.as_deref().and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// This reply, or the server's refusal as an error.
+    pub(crate) fn check(&self) -> Result<&Reply> {
+        match self.status {
+            Status::Refused(kind) => Err(Error::new(
+                kind,
+                format!(
+                    "memcached refused a command: {}",
+                    String::from_utf8_lossy(self.value.as_deref().unwrap_or(&[]))
+                ),
+            )),
+            _ => Ok(self),
+        }
+    }
+}
+
+/// Commands to send in one write.
+#[derive(Debug, Default)]
+pub(crate) struct Pipeline {
+    buf: Vec<u8>,
+    count: usize,
+}
+
+impl Pipeline {
+    pub(crate) fn new() -> Pipeline {
+        Pipeline::default()
+    }
+
+    /// Number of commands.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn line(&mut self, verb: &str, key: &str, flags: &str) {
+        debug_assert!(key_is_safe(key), "unsafe memcached key {key:?}");
+        let _ = write!(ByteWriter(&mut self.buf), "{verb} {key}");
+        if !flags.is_empty() {
+            self.buf.push(b' ');
+            self.buf.extend_from_slice(flags.as_bytes());
+        }
+        self.buf.extend_from_slice(b"\r\n");
+        self.count += 1;
+    }
+
+    /// `mg key flags`: a read (`v` value, `c` token).
+    pub(crate) fn get(&mut self, key: &str, flags: &str) -> &mut Self {
+        self.line("mg", key, flags);
+        self
+    }
+
+    /// `ms key len flags` and the data: a write (`ME` add, `MA` append,
+    /// `C<token>` compare-and-swap, `c` return the new token).
+    pub(crate) fn set(&mut self, key: &str, data: &[u8], flags: &str) -> &mut Self {
+        let head = if flags.is_empty() { data.len().to_string() } else { format!("{} {flags}", data.len()) };
+        self.line("ms", key, &head);
+        self.buf.extend_from_slice(data);
+        self.buf.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// `ma key flags`: arithmetic (`D<delta>`, `v` return the value).
+    pub(crate) fn arith(&mut self, key: &str, flags: &str) -> &mut Self {
+        self.line("ma", key, flags);
+        self
+    }
+
+    /// `md key flags`: a delete (`C<token>` only if unchanged).
+    pub(crate) fn delete(&mut self, key: &str, flags: &str) -> &mut Self {
+        self.line("md", key, flags);
+        self
+    }
+
+    /// `mn`: the no-op marker.
+    pub(crate) fn noop(&mut self) -> &mut Self {
+        self.buf.extend_from_slice(b"mn\r\n");
+        self.count += 1;
+        self
+    }
+}
+
+struct ByteWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for ByteWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Whether `key` is a key memcached accepts as it is: 1 to 250 bytes of
+/// printable ASCII, no space.
+pub(crate) fn key_is_safe(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 250 && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+type Conn = BufReader<TcpStream>;
+
+/// Where to connect and how long to wait.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientConfig {
+    pub(crate) addr: String,
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_connections: usize,
+}
+
+/// A pool of connections to one memcached server.
+#[derive(Debug)]
+pub(crate) struct Client {
+    config: ClientConfig,
+    idle: Mutex<Vec<Conn>>,
+    permits: Semaphore,
+    /// The server instance last connected to (its pid and start time), and
+    /// how many times it changed: a restarted server has lost everything.
+    instance: std::sync::Mutex<Option<(u64, u64)>>,
+    restarts: std::sync::atomic::AtomicU64,
+}
+
+/// Longest reply line accepted (a `VA` header or a status line).
+const MAX_LINE: usize = 4096;
+
+impl Client {
+    pub(crate) fn new(config: ClientConfig) -> Client {
+        let permits = Semaphore::new(config.max_connections.max(1));
+        Client {
+            config,
+            idle: Mutex::new(Vec::new()),
+            permits,
+            instance: std::sync::Mutex::new(None),
+            restarts: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// How many times the server was seen restarted (a new instance behind
+    /// the address). Anything remembered about the server's content from
+    /// before is void.
+    pub(crate) fn restarts(&self) -> u64 {
+        self.restarts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Reads the server's pid and start time from `stats` on a new
+    /// connection, and counts a restart when they changed.
+    async fn identify(&self, conn: &mut Conn) -> std::io::Result<()> {
+        conn.get_mut().write_all(b"stats\r\n").await?;
+        let (mut pid, mut time, mut uptime) = (0u64, 0u64, 0u64);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if (&mut *conn).take(MAX_LINE as u64).read_line(&mut line).await? == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "stats cut short"));
+            }
+            let text = line.trim_end();
+            if text == "END" {
+                break;
+            }
+            let mut fields = text.split(' ').skip(1);
+            let (Some(name), Some(value)) = (fields.next(), fields.next()) else { continue };
+            let value = value.parse().unwrap_or(0);
+            match name {
+                "pid" => pid = value,
+                "time" => time = value,
+                "uptime" => uptime = value,
+                _ => {}
+            }
+        }
+        // The start time can read one second off between two calls: compare loosely.
+        let started = time.saturating_sub(uptime);
+        let mut instance = self.instance.lock().expect("instance lock");
+        match *instance {
+            Some((known_pid, known_start)) if known_pid == pid && known_start.abs_diff(started) <= 2 => {}
+            Some(_) => {
+                self.restarts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                *instance = Some((pid, started));
+            }
+            None => *instance = Some((pid, started)),
+        }
+        Ok(())
+    }
+
+    /// The server's address (`host:port`).
+    pub(crate) fn addr(&self) -> &str {
+        &self.config.addr
+    }
+
+    async fn connect(&self) -> Result<Conn> {
+        let addr = &self.config.addr;
+        let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                Error::new(ErrorKind::Unavailable, format!("memcached at {addr} did not accept a connection"))
+            })?
+            .map_err(|e| Error::unavailable(format!("cannot connect to memcached at {addr}"), e))?;
+        stream.set_nodelay(true).map_err(|e| Error::unavailable("cannot configure the memcached connection", e))?;
+        let mut conn = BufReader::new(stream);
+        tokio::time::timeout(self.config.timeout, self.identify(&mut conn))
+            .await
+            .map_err(|_| Error::new(ErrorKind::Unavailable, format!("memcached at {addr} did not answer in time")))?
+            .map_err(|e| Error::unavailable(format!("memcached at {addr} failed"), e))?;
+        Ok(conn)
+    }
+
+    /// Sends `pipeline` and returns one reply per command, in order.
+    /// Timeouts and I/O failures are [`Unavailable`](ErrorKind::Unavailable);
+    /// an error reply of the server is [`Permanent`](ErrorKind::Permanent)
+    /// (or `Unavailable` when the server is out of memory).
+    pub(crate) async fn run(&self, pipeline: &Pipeline) -> Result<Vec<Reply>> {
+        if pipeline.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _permit = self.permits.acquire().await.map_err(|_| Error::new(ErrorKind::Unavailable, "client closed"))?;
+        let pooled = self.idle.lock().await.pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => self.connect().await?,
+        };
+        let outcome = tokio::time::timeout(self.config.timeout, exchange(&mut conn, pipeline)).await;
+        match outcome {
+            Ok(Ok(replies)) => {
+                // A connection that saw an error reply may be out of step: drop it.
+                if !replies.iter().any(|r| matches!(r.status, Status::Refused(_))) {
+                    let mut idle = self.idle.lock().await;
+                    if idle.len() < self.config.max_connections {
+                        idle.push(conn);
+                    }
+                }
+                Ok(replies)
+            }
+            Ok(Err(Failure::Io(e))) => {
+                // The server went away: every pooled connection is likely dead too.
+                self.idle.lock().await.clear();
+                Err(Error::unavailable(format!("memcached at {} failed", self.config.addr), e))
+            }
+            Ok(Err(Failure::Malformed(line))) => Err(Error::new(
+                ErrorKind::Permanent,
+                format!("memcached at {} sent a reply this client cannot read: {line:?}", self.config.addr),
+            )),
+            Err(_) => Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("memcached at {} did not answer in time", self.config.addr),
+            )),
+        }
+    }
+}
+
+enum Failure {
+    Io(std::io::Error),
+    Malformed(String),
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+async fn exchange(conn: &mut Conn, pipeline: &Pipeline) -> std::result::Result<Vec<Reply>, Failure> {
+    conn.get_mut().write_all(&pipeline.buf).await?;
+    let mut replies = Vec::with_capacity(pipeline.count);
+    let mut line = Vec::new();
+    for _ in 0..pipeline.count {
+        line.clear();
+        let n = (&mut *conn).take(MAX_LINE as u64).read_until(b'\n', &mut line).await?;
+        if n == 0 || !line.ends_with(b"\r\n") {
+            return Err(Failure::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "memcached closed the connection or sent a malformed line",
+            )));
+        }
+        let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+        replies.push(parse_reply(conn, &text).await?);
+    }
+    Ok(replies)
+}
+
+async fn parse_reply(conn: &mut Conn, text: &str) -> std::result::Result<Reply, Failure> {
+    let mut tokens = text.split(' ');
+    let code = tokens.next().unwrap_or("");
+    let status = match code {
+        "VA" => Status::Value,
+        "HD" => Status::Done,
+        "EN" => Status::Miss,
+        "NF" => Status::NotFound,
+        "NS" => Status::NotStored,
+        "EX" => Status::Exists,
+        "MN" => Status::Noop,
+        // memcached goes on with the next command after an error reply, so
+        // the pipeline's other replies are still read.
+        "SERVER_ERROR" if text.contains("out of memory") => Status::Refused(ErrorKind::Unavailable),
+        "SERVER_ERROR" | "CLIENT_ERROR" | "ERROR" => Status::Refused(ErrorKind::Permanent),
+        _ => return Err(Failure::Malformed(text.to_string())),
+    };
+    if let Status::Refused(_) = status {
+        return Ok(Reply { status, value: Some(text.as_bytes().to_vec()), cas: None });
+    }
+    let mut value = None;
+    if status == Status::Value {
+        let size: usize =
+            tokens.next().and_then(|s| s.parse().ok()).ok_or_else(|| Failure::Malformed(text.to_string()))?;
+        let mut data = vec![0; size + 2];
+        conn.read_exact(&mut data).await?;
+        if !data.ends_with(b"\r\n") {
+            return Err(Failure::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "value without CRLF")));
+        }
+        data.truncate(size);
+        value = Some(data);
+    }
+    let cas = tokens.find_map(|t| t.strip_prefix('c')).and_then(|c| c.parse().ok());
+    Ok(Reply { status, value, cas })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipelines_write_meta_commands() {
+        let mut p = Pipeline::new();
+        p.get("a", "v c").set("b", b"x y", "ME").arith("c", "D5 v").delete("d", "").noop();
+        assert_eq!(p.len(), 5);
+        assert_eq!(String::from_utf8(p.buf).unwrap(), "mg a v c\r\nms b 3 ME\r\nx y\r\nma c D5 v\r\nmd d\r\nmn\r\n");
+    }
+
+    #[test]
+    fn keys_must_be_printable_ascii_without_spaces() {
+        assert!(key_is_safe("a:b%20c"));
+        assert!(!key_is_safe("a b"));
+        assert!(!key_is_safe("a\r\nflush_all"));
+        assert!(!key_is_safe(""));
+        assert!(!key_is_safe(&"x".repeat(251)));
+        assert!(!key_is_safe("ü"));
+    }
+}

@@ -1,0 +1,539 @@
+//! Totals and flushed marks: increments, loads, sets, removal, and the
+//! freeze that starts a reload.
+//!
+//! A cell's state lives in two entries: the total `T` under a key that
+//! names its *lineage* (a random id made when the cell is loaded), and the
+//! flushed mark `F`, whose value names the lineage. A cell is complete
+//! when `F` is live and its lineage's `T` exists. Anything else counts as
+//! lost, whatever survived (losing `T` but keeping `F`, or the reverse):
+//! increments report [`CacheIncr::Missing`] and reads `None`, so the
+//! engine reloads the counter from the store, and a total left behind by a
+//! dead lineage is never read again (its key names the old lineage).
+//!
+//! A load adds the new lineage's `T` first and only then writes `F` (an
+//! add, or a compare-and-swap on a frozen `F`), so a live `F` whose `T` is
+//! missing always means `T` was lost, never that a load is half done.
+
+use counter_core::{CacheIncr, Error, ErrorKind, Key, Result, SliceId};
+use rand::Rng;
+use tracing::warn;
+
+use crate::cache::{CellRef, MemcacheCache, State, overflow};
+use crate::client::{Pipeline, Reply, Status};
+use crate::dirty::registrations_ok;
+use crate::layout::parse_raw_id;
+use crate::values::{Flushed, corrupt, encode_total, incr_amount, parse_u64, undo_amount, wrapped};
+
+/// Deltas at least this large are added with compare-and-swap, so that an
+/// overflow is refused before anything is written. Smaller ones use
+/// memcached's `incr` and can only wrap a total beyond ±2^62.
+const CAS_DELTA: u64 = 1 << 62;
+
+/// Tries of an operation whose cell changed lineage under it.
+const TRIES: usize = 4;
+
+/// Tries of a compare-and-swap that lost to concurrent changes.
+const CAS_TRIES: usize = 200;
+
+/// After a lost compare-and-swap: yield, then back off a little (with
+/// jitter) once contention persists.
+async fn back_off(attempt: usize) {
+    if attempt < 4 {
+        tokio::task::yield_now().await;
+    } else {
+        let micros = rand::rng().random_range(0..=(100 * attempt.min(50) as u64));
+        tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
+    }
+}
+
+fn new_lineage() -> u64 {
+    rand::rng().random_range(1..=u64::MAX)
+}
+
+/// Whether memcached refused an `ma` because it found the value
+/// non-numeric. memcached 1.6.18 sometimes does so for an item that holds
+/// a number (`mg` reads it fine, a classic `incr` is refused too; it
+/// depends on the memory the item was stored in, and happens under load).
+/// A refused `ma` changes nothing, so the caller adds with
+/// compare-and-swap instead (see [`MemcacheCache::cas_add`]), which also
+/// stores a fresh copy of the item.
+pub(crate) fn refused_as_non_numeric(reply: &Reply) -> bool {
+    matches!(reply.status, Status::Refused(_)) && reply.text().is_some_and(|t| t.contains("non-numeric"))
+}
+
+/// Where an increment of a total landed.
+enum Landed {
+    /// On the live lineage: the stored value replied, and the mark.
+    Live(u64, i64),
+    /// On a dead lineage's total, or nowhere; the lineage to try next.
+    Elsewhere(Option<u64>),
+}
+
+impl MemcacheCache {
+    /// Interprets the replies to "add to `T` of `lineage`, then read `F`".
+    fn landed(&self, c: &CellRef, lineage: u64, incr: &Reply, flushed: &Reply) -> Result<Landed> {
+        let (f, _, _) = self.flushed_from(flushed, &c.enc, Some(&c.raw))?;
+        let total_key = self.layout.total(&c.enc, lineage);
+        let applied = match incr.check()?.status {
+            Status::Value => {
+                let value = incr.value.as_deref().unwrap_or_default();
+                Some(parse_u64(value).ok_or_else(|| corrupt(&total_key, value))?)
+            }
+            Status::NotFound => None,
+            _ => return Err(corrupt(&total_key, incr.text().unwrap_or("").as_bytes())),
+        };
+        let live = match f {
+            Some(Flushed::Live { lineage: found, mark, .. }) => (found == lineage).then_some(mark).ok_or(Some(found)),
+            _ => Err(None),
+        };
+        match (applied, live) {
+            (Some(stored), Ok(mark)) => Ok(Landed::Live(stored, mark)),
+            (_, Ok(_)) => {
+                // The total of the live lineage is lost.
+                self.forget_lineage(&c.enc);
+                Ok(Landed::Elsewhere(None))
+            }
+            (_, Err(next)) => {
+                match next {
+                    Some(found) => self.remember_lineage(&c.enc, found),
+                    None => self.forget_lineage(&c.enc),
+                }
+                Ok(Landed::Elsewhere(next))
+            }
+        }
+    }
+
+    /// Deletes the total of a dead lineage (garbage; best effort).
+    async fn drop_dead_total(&self, c: &CellRef, lineage: u64) {
+        let mut p = Pipeline::new();
+        p.delete(&self.layout.total(&c.enc, lineage), "");
+        if let Err(e) = self.client.run(&p).await {
+            warn!(error = %e, "could not delete the total of a dead lineage");
+        }
+    }
+
+    /// Adds `amount` mod 2^64 to the stored value at `key` with
+    /// compare-and-swap; returns the new stored value, or `None` if the
+    /// item is missing.
+    pub(crate) async fn cas_add(&self, key: &str, amount: u64) -> Result<Option<u64>> {
+        for attempt in 0..CAS_TRIES {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
+            let mut p = Pipeline::new();
+            p.get(key, "v c");
+            let reply = self.client.run(&p).await?.remove(0);
+            let reply = reply.check()?;
+            let (Some(value), Some(cas)) = (reply.value.as_deref(), reply.cas) else { return Ok(None) };
+            let stored = parse_u64(value).ok_or_else(|| corrupt(key, value))?.wrapping_add(amount);
+            let mut p = Pipeline::new();
+            p.set(key, stored.to_string().as_bytes(), &format!("C{cas}"));
+            match self.client.run(&p).await?[0].check()?.status {
+                Status::Done => return Ok(Some(stored)),
+                Status::NotFound => return Ok(None),
+                _ => {}
+            }
+        }
+        Err(Error::new(ErrorKind::Unavailable, format!("{key} was too busy to change with compare-and-swap")))
+    }
+
+    /// Adds to a total of the live lineage again: the undo of a wrap.
+    async fn undo(&self, c: &CellRef, lineage: u64, delta: i64) -> Result<()> {
+        self.add_raw(c, lineage, undo_amount(delta)).await
+    }
+
+    /// Adds `amount` mod 2^64 to a stored total. Additions mod 2^64
+    /// commute, so this undoes an earlier change exactly even when other
+    /// increments came in between.
+    async fn add_raw(&self, c: &CellRef, lineage: u64, amount: u64) -> Result<()> {
+        let key = self.layout.total(&c.enc, lineage);
+        let mut p = Pipeline::new();
+        p.arith(&key, &format!("D{amount}"));
+        let reply = self.client.run(&p).await?.remove(0);
+        if refused_as_non_numeric(&reply) {
+            self.cas_add(&key, amount).await?;
+        } else {
+            reply.check()?;
+        }
+        Ok(())
+    }
+
+    /// The lineage to add to: the remembered one, or the one `F` names.
+    async fn lineage_for(&self, c: &CellRef) -> Result<Option<u64>> {
+        if let Some(lineage) = self.lineage_of(&c.enc) {
+            return Ok(Some(lineage));
+        }
+        Ok(match self.states_of(std::slice::from_ref(c)).await?[0] {
+            State::Live { lineage, total: Some(_), .. } => Some(lineage),
+            _ => None,
+        })
+    }
+
+    pub(crate) async fn add_to_total(&self, key: &Key, delta: i64) -> Result<CacheIncr> {
+        let c = CellRef::counter(key);
+        let Some(mut lineage) = self.lineage_for(&c).await? else { return Ok(CacheIncr::Missing) };
+        if delta.unsigned_abs() >= CAS_DELTA {
+            return self.add_with_cas(&c, lineage, delta).await;
+        }
+        for _ in 0..TRIES {
+            let regs =
+                self.registry.needed(self.client.restarts(), [c.enc.as_str()].into_iter().filter(|_| delta != 0));
+            let mut p = Pipeline::new();
+            self.push_registrations(&mut p, &regs);
+            p.arith(&self.layout.total(&c.enc, lineage), &format!("D{} v", incr_amount(delta)));
+            p.get(&self.layout.flushed(&c.enc), "v c");
+            let replies = self.client.run(&p).await?;
+            let (reg_replies, rest) = replies.split_at(regs.replies());
+            if refused_as_non_numeric(&rest[0]) {
+                // Nothing was added; add with compare-and-swap instead.
+                return self.add_with_cas(&c, lineage, delta).await;
+            }
+            match self.landed(&c, lineage, &rest[0], &rest[1])? {
+                Landed::Live(stored, mark) => {
+                    let failed = registrations_ok(reg_replies).err();
+                    if wrapped(stored, delta) || failed.is_some() {
+                        self.undo(&c, lineage, delta).await?;
+                        return Err(failed.unwrap_or_else(|| overflow(key)));
+                    }
+                    self.registry.mark(&regs);
+                    self.reregister_if_restarted(&regs, [c.enc.as_str()]).await?;
+                    let total = crate::values::decode_total(stored);
+                    return Ok(CacheIncr::Applied { total, pending: i128::from(total) - i128::from(mark) });
+                }
+                Landed::Elsewhere(next) => {
+                    if rest[0].ok() {
+                        self.drop_dead_total(&c, lineage).await;
+                    }
+                    match next {
+                        Some(found) => lineage = found,
+                        None => return Ok(CacheIncr::Missing),
+                    }
+                }
+            }
+        }
+        Err(Error::new(ErrorKind::Unavailable, "the counter kept changing lineage while incrementing it"))
+    }
+
+    /// Adds a large delta with compare-and-swap: an overflow is refused
+    /// before anything is written.
+    async fn add_with_cas(&self, c: &CellRef, mut lineage: u64, delta: i64) -> Result<CacheIncr> {
+        let key = c.cell.key();
+        for attempt in 0..CAS_TRIES {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
+            let total_key = self.layout.total(&c.enc, lineage);
+            let mut p = Pipeline::new();
+            p.get(&total_key, "v c").get(&self.layout.flushed(&c.enc), "v c");
+            let replies = self.client.run(&p).await?;
+            let (f, _, _) = self.flushed_from(&replies[1], &c.enc, Some(&c.raw))?;
+            let mark = match f {
+                Some(Flushed::Live { lineage: found, mark, .. }) if found == lineage => mark,
+                Some(Flushed::Live { lineage: found, .. }) => {
+                    self.remember_lineage(&c.enc, found);
+                    lineage = found;
+                    continue;
+                }
+                _ => {
+                    self.forget_lineage(&c.enc);
+                    return Ok(CacheIncr::Missing);
+                }
+            };
+            let Some((old, cas)) = self.total_from(&replies[0], &total_key)? else {
+                self.forget_lineage(&c.enc);
+                return Ok(CacheIncr::Missing);
+            };
+            let new = old.checked_add(delta).ok_or_else(|| overflow(key))?;
+            let regs = self.registry.needed(self.client.restarts(), [c.enc.as_str()]);
+            let mut p = Pipeline::new();
+            self.push_registrations(&mut p, &regs);
+            p.set(&total_key, encode_total(new).to_string().as_bytes(), &format!("C{cas}"));
+            let replies = self.client.run(&p).await?;
+            let (reg_replies, rest) = replies.split_at(regs.replies());
+            if rest[0].check()?.ok() {
+                if let Err(e) = registrations_ok(reg_replies) {
+                    self.undo(c, lineage, delta).await?;
+                    return Err(e);
+                }
+                self.registry.mark(&regs);
+                self.reregister_if_restarted(&regs, [c.enc.as_str()]).await?;
+                return Ok(CacheIncr::Applied { total: new, pending: i128::from(new) - i128::from(mark) });
+            }
+        }
+        Err(Error::new(ErrorKind::Unavailable, "the counter was too busy to add a large delta with compare-and-swap"))
+    }
+
+    pub(crate) async fn install(&self, key: &Key, durable: i64, extra: i64) -> Result<i64> {
+        let total = durable.checked_add(extra).ok_or_else(|| overflow(key))?;
+        let c = CellRef::counter(key);
+        for _ in 0..TRIES {
+            let state = self.states_of(std::slice::from_ref(&c)).await?[0];
+            let flags = match state {
+                State::Live { total: Some((t, _)), .. } => return Ok(t),
+                // The total is lost but the lineage is not frozen: only a
+                // reload that froze it first (the engine's `claims_for`)
+                // may replace it, so that no claim commits unseen.
+                State::Live { total: None, .. } => return Ok(total),
+                State::Absent => "ME".to_string(),
+                State::Frozen { f_cas } => format!("C{f_cas}"),
+            };
+            let lineage = new_lineage();
+            let regs =
+                self.registry.needed(self.client.restarts(), [c.enc.as_str()].into_iter().filter(|_| extra != 0));
+            let mut p = Pipeline::new();
+            self.push_registrations(&mut p, &regs);
+            let total_key = self.layout.total(&c.enc, lineage);
+            p.set(&total_key, encode_total(total).to_string().as_bytes(), "ME");
+            p.set(
+                &self.layout.flushed(&c.enc),
+                &Flushed::Live { mark: durable, lineage, seq: 0 }.to_value(&c.raw),
+                &flags,
+            );
+            let replies = self.client.run(&p).await?;
+            let (reg_replies, rest) = replies.split_at(regs.replies());
+            registrations_ok(reg_replies)?;
+            rest[0].check()?;
+            if rest[1].check()?.ok() {
+                self.registry.mark(&regs);
+                self.reregister_if_restarted(&regs, regs.encs.clone().iter().map(String::as_str)).await?;
+                self.remember_lineage(&c.enc, lineage);
+                return Ok(total);
+            }
+            self.drop_dead_total(&c, lineage).await;
+        }
+        Err(Error::new(ErrorKind::Unavailable, "the counter kept changing while loading it"))
+    }
+
+    pub(crate) async fn set_total(&self, key: &Key, total: i64) -> Result<Option<i64>> {
+        let c = CellRef::counter(key);
+        for attempt in 0..CAS_TRIES {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
+            let State::Live { lineage, total: Some((old, cas)), .. } =
+                self.states_of(std::slice::from_ref(&c)).await?[0]
+            else {
+                return Ok(None);
+            };
+            if old == total {
+                return Ok(Some(old));
+            }
+            let regs = self.registry.needed(self.client.restarts(), [c.enc.as_str()]);
+            let mut p = Pipeline::new();
+            self.push_registrations(&mut p, &regs);
+            let total_key = self.layout.total(&c.enc, lineage);
+            p.set(&total_key, encode_total(total).to_string().as_bytes(), &format!("C{cas}"));
+            let replies = self.client.run(&p).await?;
+            let (reg_replies, rest) = replies.split_at(regs.replies());
+            if rest[0].check()?.ok() {
+                if let Err(e) = registrations_ok(reg_replies) {
+                    self.add_raw(&c, lineage, (old as u64).wrapping_sub(total as u64)).await?;
+                    return Err(e);
+                }
+                self.registry.mark(&regs);
+                self.reregister_if_restarted(&regs, [c.enc.as_str()]).await?;
+                return Ok(Some(old));
+            }
+        }
+        Err(Error::new(ErrorKind::Unavailable, "the counter was too busy to set it with compare-and-swap"))
+    }
+
+    /// Makes a lineage for each slice that has none (or lost its total),
+    /// at zero, and remembers it.
+    async fn create_slices(&self, slices: &[&CellRef]) -> Result<()> {
+        let states = self.states_of(&slices.iter().map(|c| (*c).clone()).collect::<Vec<_>>()).await?;
+        let mut p = Pipeline::new();
+        let mut made = Vec::new();
+        for (c, state) in slices.iter().zip(states) {
+            let flags = match state {
+                State::Live { total: Some(_), .. } => continue,
+                State::Live { f_cas, .. } | State::Frozen { f_cas } => format!("C{f_cas}"),
+                State::Absent => "ME".to_string(),
+            };
+            let lineage = new_lineage();
+            // Write-ahead: the counter's slice list names it before it exists.
+            let list = self.layout.slice_list(&CellRef::counter(c.cell.key()).enc);
+            let line = format!("{}\n", c.enc);
+            p.set(&list, line.as_bytes(), "ME").set(&list, line.as_bytes(), "MA");
+            p.set(&self.layout.total(&c.enc, lineage), encode_total(0).to_string().as_bytes(), "ME");
+            p.set(&self.layout.flushed(&c.enc), &Flushed::Live { mark: 0, lineage, seq: 0 }.to_value(&c.raw), &flags);
+            made.push((*c, lineage));
+        }
+        let replies = self.client.run(&p).await?;
+        for ((c, lineage), replies) in made.iter().zip(replies.chunks(4)) {
+            registrations_ok(&replies[..2])?;
+            replies[2].check()?;
+            if replies[3].check()?.ok() {
+                self.remember_lineage(&c.enc, *lineage);
+            } else {
+                self.drop_dead_total(c, *lineage).await;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn add_to_slices(&self, slices: &[SliceId], delta: i64) -> Result<()> {
+        if delta == 0 || slices.is_empty() {
+            return Ok(());
+        }
+        let mut cells: Vec<CellRef> = Vec::new();
+        for slice in slices {
+            let c = CellRef::slice(slice);
+            if !cells.iter().any(|known| known.enc == c.enc) {
+                cells.push(c);
+            }
+        }
+        let mut applied: Vec<(usize, u64)> = Vec::new();
+        let mut remaining: Vec<usize> = (0..cells.len()).collect();
+        let outcome = async {
+            for _ in 0..TRIES {
+                let unknown: Vec<&CellRef> =
+                    remaining.iter().map(|&i| &cells[i]).filter(|c| self.lineage_of(&c.enc).is_none()).collect();
+                if !unknown.is_empty() {
+                    self.create_slices(&unknown).await?;
+                }
+                let targets: Vec<(usize, u64)> =
+                    remaining.iter().filter_map(|&i| self.lineage_of(&cells[i].enc).map(|l| (i, l))).collect();
+                let regs =
+                    self.registry.needed(self.client.restarts(), targets.iter().map(|(i, _)| cells[*i].enc.as_str()));
+                let mut p = Pipeline::new();
+                self.push_registrations(&mut p, &regs);
+                for (i, lineage) in &targets {
+                    p.arith(&self.layout.total(&cells[*i].enc, *lineage), &format!("D{} v", incr_amount(delta)));
+                    p.get(&self.layout.flushed(&cells[*i].enc), "v c");
+                }
+                let replies = self.client.run(&p).await?;
+                let (reg_replies, rest) = replies.split_at(regs.replies());
+                let mut failed = registrations_ok(reg_replies).err();
+                let mut next = Vec::new();
+                for ((i, lineage), pair) in targets.iter().zip(rest.chunks(2)) {
+                    let added;
+                    let incr = if refused_as_non_numeric(&pair[0]) {
+                        // Nothing was added; add with compare-and-swap instead.
+                        let key = self.layout.total(&cells[*i].enc, *lineage);
+                        added = match self.cas_add(&key, incr_amount(delta)).await? {
+                            Some(stored) => Reply::value(stored.to_string().into_bytes()),
+                            None => Reply::status(Status::NotFound),
+                        };
+                        &added
+                    } else {
+                        &pair[0]
+                    };
+                    match self.landed(&cells[*i], *lineage, incr, &pair[1])? {
+                        Landed::Live(stored, _) => {
+                            applied.push((*i, *lineage));
+                            if wrapped(stored, delta) && failed.is_none() {
+                                failed = Some(overflow(cells[*i].cell.key()));
+                            }
+                        }
+                        Landed::Elsewhere(_) => {
+                            if incr.ok() {
+                                self.drop_dead_total(&cells[*i], *lineage).await;
+                            }
+                            next.push(*i);
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                self.registry.mark(&regs);
+                self.reregister_if_restarted(&regs, targets.iter().map(|(i, _)| cells[*i].enc.as_str())).await?;
+                remaining = next;
+                if remaining.is_empty() {
+                    return Ok(());
+                }
+            }
+            Err(Error::new(ErrorKind::Unavailable, "time slices kept disappearing while counting into them"))
+        }
+        .await;
+        if outcome.is_err() {
+            // All or nothing: take back what was added.
+            for (i, lineage) in &applied {
+                if let Err(e) = self.undo(&cells[*i], *lineage, delta).await {
+                    warn!(error = %e, cell = %cells[*i].cell, "could not undo a partly counted time slice");
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Deletes a counter and the time slices its slice list names: totals
+    /// first, then flushed marks, so that a crash in between leaves lost
+    /// cells, never a total without its history.
+    pub(crate) async fn forget(&self, key: &Key) -> Result<()> {
+        let counter = CellRef::counter(key);
+        let list = self.layout.slice_list(&counter.enc);
+        let mut p = Pipeline::new();
+        p.get(&list, "v");
+        let reply = self.client.run(&p).await?.remove(0);
+        let mut encs: Vec<String> = reply
+            .check()?
+            .text()
+            .map(|t| t.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
+        encs.sort();
+        encs.dedup();
+        let mut ids: Vec<(&str, Option<&str>)> = vec![(counter.enc.as_str(), Some(counter.raw.as_str()))];
+        ids.extend(encs.iter().map(|e| (e.as_str(), None)));
+        let states = self.read_states(&ids).await?;
+        let mut totals = Pipeline::new();
+        let mut marks = Pipeline::new();
+        for ((enc, _), (state, raw)) in ids.iter().zip(&states) {
+            // A slice entry must belong to this counter (its raw id says so).
+            let ours = match raw {
+                Some(raw) => parse_raw_id(raw).map(|cell| cell.key() == key).unwrap_or(false),
+                None => false,
+            };
+            if !ours {
+                continue;
+            }
+            if let State::Live { lineage, .. } = state {
+                totals.delete(&self.layout.total(enc, *lineage), "");
+            }
+            marks.delete(&self.layout.flushed(enc), "");
+            self.forget_lineage(enc);
+        }
+        marks.delete(&list, "");
+        for reply in self.client.run(&totals).await? {
+            reply.check()?;
+        }
+        for reply in self.client.run(&marks).await? {
+            reply.check()?;
+        }
+        Ok(())
+    }
+
+    /// Freezes the lineage of every counter among `cells` whose total is
+    /// lost, so that no claim of it can commit after the caller has read
+    /// the claims in flight (see `claims`).
+    pub(crate) async fn freeze_lost(&self, cells: &[CellRef]) -> Result<()> {
+        let mut todo: Vec<&CellRef> = cells.iter().collect();
+        for _ in 0..TRIES {
+            let states = self.states_of(&todo.iter().map(|c| (*c).clone()).collect::<Vec<_>>()).await?;
+            let mut p = Pipeline::new();
+            let mut frozen = Vec::new();
+            for (c, state) in todo.iter().zip(states) {
+                if let State::Live { total: None, f_cas, .. } = state {
+                    p.set(&self.layout.flushed(&c.enc), &Flushed::Frozen.to_value(&c.raw), &format!("C{f_cas}"));
+                    frozen.push(*c);
+                }
+            }
+            if frozen.is_empty() {
+                return Ok(());
+            }
+            let replies = self.client.run(&p).await?;
+            todo = Vec::new();
+            for (c, reply) in frozen.into_iter().zip(replies) {
+                self.forget_lineage(&c.enc);
+                if !reply.check()?.ok() {
+                    todo.push(c);
+                }
+            }
+            if todo.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(Error::new(ErrorKind::Unavailable, "could not freeze a counter whose total was lost"))
+    }
+}

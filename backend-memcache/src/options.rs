@@ -1,0 +1,188 @@
+//! Where the cache connects (`memcache://` URLs) and how it lays out and
+//! bounds its work.
+
+use std::time::Duration;
+
+use counter_core::{Error, ErrorKind, Result};
+
+/// A memcached server named by a URL: `memcache://host:port[?prefix=P]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemcacheTarget {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// The `prefix` query parameter, if given.
+    pub prefix: Option<String>,
+}
+
+impl MemcacheTarget {
+    /// Parses a `memcache://host:port[?prefix=P]` URL. Anything malformed or
+    /// unknown is a [`Config`](ErrorKind::Config) error naming the URL.
+    pub fn parse(url: &str) -> Result<MemcacheTarget> {
+        let bad = |why: &str| Error::new(ErrorKind::Config, format!("bad memcached URL {url:?}: {why}"));
+        let rest = url.strip_prefix("memcache://").ok_or_else(|| bad("expected memcache://HOST:PORT"))?;
+        let (authority, query) = match rest.split_once('?') {
+            Some((authority, query)) => (authority, Some(query)),
+            None => (rest, None),
+        };
+        let authority = authority.strip_suffix('/').unwrap_or(authority);
+        if authority.contains(['/', '@', ',']) {
+            return Err(bad("expected exactly one HOST:PORT, without path or credentials"));
+        }
+        let (host, port) = authority.rsplit_once(':').ok_or_else(|| bad("the port is missing"))?;
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        if host.is_empty() {
+            return Err(bad("the host is missing"));
+        }
+        let port: u16 = port.parse().map_err(|_| bad("the port must be a number from 1 to 65535"))?;
+        if port == 0 {
+            return Err(bad("the port must be a number from 1 to 65535"));
+        }
+        let mut target = MemcacheTarget { host: host.to_string(), port, prefix: None };
+        for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "prefix" => {
+                    check_prefix(value).map_err(|e| bad(e.message()))?;
+                    target.prefix = Some(value.to_string());
+                }
+                _ => return Err(bad(&format!("unknown parameter {name:?} (known: prefix)"))),
+            }
+        }
+        Ok(target)
+    }
+
+    /// `host:port`, as a socket address string.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Longest key prefix, so that every key stays within memcached's 250 bytes.
+pub const MAX_PREFIX_BYTES: usize = 48;
+
+/// Checks a key prefix: up to [`MAX_PREFIX_BYTES`] of `A-Z a-z 0-9 : . _ -`.
+pub(crate) fn check_prefix(prefix: &str) -> Result<()> {
+    if prefix.len() > MAX_PREFIX_BYTES {
+        return Err(Error::new(ErrorKind::Config, format!("the key prefix is longer than {MAX_PREFIX_BYTES} bytes")));
+    }
+    if !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'_' | b'-')) {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("the key prefix {prefix:?} may only hold letters, digits and ':' '.' '_' '-'"),
+        ));
+    }
+    Ok(())
+}
+
+/// How a [`MemcacheCache`](crate::MemcacheCache) lays out its keys and
+/// bounds its work. Every process sharing a cache must use the same
+/// `prefix`, `index_shards`, `dirty_shards` and `dirty_window`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemcacheCacheOptions {
+    /// Prefix of every key the cache writes (default `counters:`).
+    pub prefix: String,
+    /// Number of lists the index of open claims is spread over (default 16).
+    pub index_shards: u16,
+    /// Number of lists each window of the dirty index is spread over
+    /// (default 8). Each list is one memcached item (at most 1 MB by
+    /// default), so raise it for many counters turning dirty per window.
+    pub dirty_shards: u16,
+    /// Width of a window of the dirty index (default 5 s).
+    pub dirty_window: Duration,
+    /// How far the processes' clocks may disagree (default 10 s): a window
+    /// is compacted only that long after it closed.
+    pub clock_margin: Duration,
+    /// How far back the dirty index is read when its head is unknown
+    /// (evicted; default 10 minutes).
+    pub lookback: Duration,
+    /// Longest wait for a reply (default 2 s).
+    pub timeout: Duration,
+    /// Longest wait for a connection (default 1 s).
+    pub connect_timeout: Duration,
+    /// Most connections open at once (default 16).
+    pub max_connections: usize,
+}
+
+impl Default for MemcacheCacheOptions {
+    fn default() -> Self {
+        MemcacheCacheOptions {
+            prefix: "counters:".into(),
+            index_shards: 16,
+            dirty_shards: 8,
+            dirty_window: Duration::from_secs(5),
+            clock_margin: Duration::from_secs(10),
+            lookback: Duration::from_secs(600),
+            timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            max_connections: 16,
+        }
+    }
+}
+
+impl MemcacheCacheOptions {
+    /// The defaults with another key prefix.
+    pub fn with_prefix(prefix: impl Into<String>) -> Self {
+        MemcacheCacheOptions { prefix: prefix.into(), ..Self::default() }
+    }
+
+    /// Checks the options; a bad one is a [`Config`](ErrorKind::Config) error.
+    pub(crate) fn check(&self) -> Result<()> {
+        check_prefix(&self.prefix)?;
+        let config = |m: &str| Err(Error::new(ErrorKind::Config, m.to_string()));
+        if self.index_shards == 0 || self.dirty_shards == 0 {
+            return config("the memcached cache needs at least one index shard and one dirty shard");
+        }
+        if self.dirty_window.as_millis() == 0 {
+            return config("the dirty window must be at least 1 ms");
+        }
+        if self.max_connections == 0 {
+            return config("the memcached cache needs at least one connection");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_bad_ones_are_config_errors_naming_the_url() {
+        let t = MemcacheTarget::parse("memcache://127.0.0.1:11311?prefix=app:").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.prefix.as_deref()), ("127.0.0.1", 11311, Some("app:")));
+        assert_eq!(t.addr(), "127.0.0.1:11311");
+        assert_eq!(MemcacheTarget::parse("memcache://[::1]:1/").unwrap().addr(), "[::1]:1");
+        for bad in [
+            "memcached://h:1",
+            "memcache://h",
+            "memcache://:1",
+            "memcache://h:0",
+            "memcache://h:99999",
+            "memcache://h:1/db",
+            "memcache://u:p@h:1",
+            "memcache://h:1?shards=2",
+            "memcache://h:1?prefix=a b",
+            "redis://h:1",
+        ] {
+            let e = MemcacheTarget::parse(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{bad}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert!(MemcacheCacheOptions::default().check().is_ok());
+        assert!(MemcacheCacheOptions::with_prefix("x".repeat(49)).check().is_err());
+        assert!(MemcacheCacheOptions::with_prefix("a%b").check().is_err());
+        let o = MemcacheCacheOptions { index_shards: 0, ..MemcacheCacheOptions::default() };
+        assert_eq!(o.check().unwrap_err().kind(), ErrorKind::Config);
+    }
+}
