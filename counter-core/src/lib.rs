@@ -17,6 +17,7 @@
 mod batch;
 mod cache;
 mod cell;
+pub mod combining;
 mod config;
 mod counters;
 mod engine;
@@ -32,6 +33,7 @@ mod timeslice;
 pub use batch::{ApplyOutcome, Batch, BatchEntry, BatchId, now_ms};
 pub use cache::{CacheCapabilities, CacheIncr, CacheLayer, CacheStats, CachedValue, DirtyCell};
 pub use cell::{Cell, Precision, SliceId};
+pub use combining::{CombiningCache, CombiningOptions};
 pub use config::{BackpressureMode, RetryPolicy};
 pub use counters::{Counters, CountersBuilder, IncrOptions};
 pub use engine::FlushReport;

@@ -2,8 +2,10 @@
 # (moto's server, from PyPI, in a virtual environment of the project's own,
 # serving one request at a time: see moto_serial.py)
 # on a loopback port of its own, plus the Python `distributed_counter`
-# package for the interoperability test. Idempotent: a server that answers
-# is reused; the environment is only rebuilt when its requirements change.
+# package for the interoperability test. Idempotent: a server an earlier run
+# of this checkout started is restarted empty (moto keeps every table in
+# memory), any other server that answers is reused, and the environment is
+# only rebuilt when its requirements change.
 #
 #   COUNTERS_TEST_DYNAMODB_URL   http://127.0.0.1:8011 (the endpoint)
 #   COUNTERS_TEST_PYTHON         the virtual environment's python
@@ -31,6 +33,16 @@ dynamo_answers() {
 }
 
 dynamo_server_up() {
+    # moto keeps every table in memory and the tests never drop theirs: each
+    # run starts from an empty server, so no run pays for the ones before.
+    if [ -f "$dynamo_dir/moto.pid" ]; then
+        kill "$(cat "$dynamo_dir/moto.pid")" 2>/dev/null || true
+        rm -f "$dynamo_dir/moto.pid"
+        for _ in $(seq 1 50); do
+            dynamo_answers || break
+            sleep 0.1
+        done
+    fi
     dynamo_answers && return
     echo "starting moto's DynamoDB server on 127.0.0.1:$dynamo_port"
     # One request at a time: see moto_serial.py for why.

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs every measurement BENCHMARKS.md reports, each with its baselines in the
+# same run, and keeps the JSON reports (and the tables) in a directory.
+#
+#   bench/suite.sh [OUTPUT_DIR]      # default target/bench-results
+#
+# Starts the local services (Redis, moto for DynamoDB, memcached) like
+# scripts/test does. Take the figures on a quiet machine: the load average
+# before and after each run is in its report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-target/bench-results}
+mkdir -p "$out"
+
+for service in redis dynamodb memcached; do
+    # shellcheck source=/dev/null
+    [ -f "scripts/services/$service.sh" ] && source "scripts/services/$service.sh" >/dev/null
+done
+
+cargo build --release -p counters-bench --features full
+bin=target/release/counters-load
+tables="$out/tables.txt"
+: >"$tables"
+
+run() {
+    local name=$1
+    shift
+    echo "== $name: counters-load $*" | tee -a "$tables"
+    "$bin" --save "$out/$name.json" "$@" --quiet 2>&1 | tee -a "$tables"
+    echo | tee -a "$tables"
+}
+
+run memory-uniform run --duration 10
+run memory-hot-key run --keys 1 --duration 10 --baseline dashmap
+run memory-zipf run --distribution zipf:1.1 --deltas 1:90,5:9,-1:1 --duration 10 --baseline dashmap
+run amplification run --increments 1000000 --interval 60 --baseline dashmap
+run redis-atomic run --cache "$COUNTERS_TEST_REDIS_URL" --tasks 256 --duration 10 --baseline redis-benchmark
+run redis-combining run --cache "$COUNTERS_TEST_REDIS_URL" --combining --duration 10 --baseline redis-benchmark
+run redis-combining-zipf run --cache "$COUNTERS_TEST_REDIS_URL" --combining --distribution zipf:1.1 --duration 10 \
+    --baseline redis-benchmark
+if [ -n "${COUNTERS_TEST_MEMCACHE_URL:-}" ]; then
+    run memcache run --cache "$COUNTERS_TEST_MEMCACHE_URL" --tasks 64 --duration 10 --baseline memcache-raw
+fi
+# moto serves one request at a time and copies every table on each
+# transaction: few keys, a short direct baseline, and the tables dropped after.
+table="cbench-suite-$$"
+run dynamodb run --store "dynamodb://$table?endpoint=$COUNTERS_TEST_DYNAMODB_URL" --keys 1000 --duration 5 \
+    --direct-duration 3 --baseline direct
+"$COUNTERS_TEST_PYTHON" - "$table" "$COUNTERS_TEST_DYNAMODB_URL" <<'PY' || echo "could not drop the tables of $table"
+import sys, boto3
+table, endpoint = sys.argv[1], sys.argv[2]
+c = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
+                 aws_access_key_id="bench", aws_secret_access_key="bench")
+for name in (table, table + ".slices", table + ".batches"):
+    try:
+        c.delete_table(TableName=name)
+    except c.exceptions.ResourceNotFoundException:
+        pass
+PY
+run memory-per-counter memory --counters 1000000
+run flush-scale flush-scale --idle 10000,100000,1000000 --dirty 1000
+
+echo "== criterion (quick)" | tee -a "$tables"
+cargo bench -p counters-bench --bench hot_paths -- --quick 2>&1 | grep -E "^[a-z_]+/|time:|thrpt:" | tee -a "$tables"
+cargo bench -p counters-bench --bench store_apply -- --quick 2>&1 | grep -E "^[a-z_/]+|time:|thrpt:" | tee -a "$tables"
+echo "reports in $out"
