@@ -110,7 +110,7 @@ async fn series_clean_and_delete() {
     let Some(endpoint) = endpoint() else { return };
     let store = fresh_store(&endpoint).await;
     let (k, other) = (Key::new("ns", "ts").unwrap(), Key::new("ns", "ts2").unwrap());
-    let mut batch = Batch { id: BatchId::new(), entries: Vec::new() };
+    let mut batch = Batch::new();
     for start in [0, 60, 120, 180] {
         batch.entries.push(slice_entry(&k, 60, start, start + 1));
     }

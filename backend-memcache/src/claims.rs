@@ -97,7 +97,7 @@ impl MemcacheCache {
             let to = (i128::from(mark) + step) as i64;
             cands.push(Candidate { c, lineage, seq, mark, f_cas, total, t_cas, to });
         }
-        let mut batch = Batch { id, entries: Vec::new() };
+        let mut batch = Batch::claimed(id, Vec::new());
         if cands.is_empty() {
             return Ok(batch);
         }
@@ -450,7 +450,7 @@ impl MemcacheCache {
                 format!("could not settle the claim {id}: its slots kept changing"),
             ));
         }
-        let mut batch = Batch { id, entries: Vec::new() };
+        let mut batch = Batch::claimed(id, Vec::new());
         let mut order: Vec<usize> = entries.keys().copied().collect();
         order.sort_unstable();
         for i in order {

@@ -153,7 +153,7 @@ impl RedisCache {
             async move { self.invoke::<Vec<String>>(&self.scripts.freeze, &keys, &args).await }
         }))
         .await?;
-        let mut batch = Batch { id, entries: Vec::new() };
+        let mut batch = Batch::claimed(id, Vec::new());
         let mut shards = Vec::new();
         for (shard, part) in parts.iter().enumerate() {
             if !part.is_empty() {
@@ -408,7 +408,7 @@ impl CacheLayer for RedisCache {
             async move { self.invoke::<Vec<String>>(&self.scripts.claim, &keys, &args).await }
         }))
         .await?;
-        let mut batch = Batch { id, entries: Vec::new() };
+        let mut batch = Batch::claimed(id, Vec::new());
         let mut shards = Vec::new();
         for ((shard, _), reply) in groups.iter().zip(replies) {
             match reply.first().map(String::as_str) {

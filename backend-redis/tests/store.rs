@@ -83,7 +83,7 @@ fn slice(key: &Key, secs: u32, start: i64, delta: i64) -> BatchEntry {
 }
 
 fn batch(entries: Vec<BatchEntry>) -> Batch {
-    Batch { id: BatchId::new(), entries }
+    Batch::claimed(BatchId::new(), entries)
 }
 
 async fn apply(store: &RedisStore, entries: Vec<BatchEntry>) {
@@ -194,10 +194,10 @@ async fn apply_is_idempotent_by_batch_identity() {
     let before = snapshot(&f.raw, &f.prefix).await;
     assert_eq!(f.store.apply(&b1).await.unwrap(), ApplyOutcome::AlreadyApplied);
     // A clone of the batch, as a retry after a lost ack would send it.
-    let retry = Batch { id: b1.id, entries: b1.entries.clone() };
+    let retry = Batch::claimed(b1.id, b1.entries.clone());
     assert_eq!(f.store.apply(&retry).await.unwrap(), ApplyOutcome::AlreadyApplied);
     // Even with other content: the identity decides, nothing changes.
-    let other = Batch { id: b1.id, entries: vec![counter(&a, 1000)] };
+    let other = Batch::claimed(b1.id, vec![counter(&a, 1000)]);
     assert_eq!(f.store.apply(&other).await.unwrap(), ApplyOutcome::AlreadyApplied);
     assert_eq!(snapshot(&f.raw, &f.prefix).await, before);
     assert_eq!(f.store.get_many(&[a.clone(), b.clone(), key("", "none")]).await.unwrap(), [Some(5), Some(-7), None]);

@@ -33,10 +33,10 @@ async fn apply(store: &SqliteStore, batch: &Batch) -> ApplyOutcome {
 /// The shared batch of round `round`: the same identity and deltas in every
 /// child, like a claim that two flushers both try to land.
 fn shared_batch(base: u128, round: u64) -> Batch {
-    Batch {
-        id: BatchId::from_u128(base + u128::from(round)),
-        entries: vec![counter(&key("p", "shared"), 1), counter(&key("p", "total"), 1)],
-    }
+    Batch::claimed(
+        BatchId::from_u128(base + u128::from(round)),
+        vec![counter(&key("p", "shared"), 1), counter(&key("p", "total"), 1)],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,6 +65,7 @@ async fn writer_child() {
             match apply(&store, &shared_batch(base, round)).await {
                 ApplyOutcome::Applied => shared_applied += 1,
                 ApplyOutcome::AlreadyApplied => shared_seen += 1,
+                other => panic!("a batch never split answered {other:?}"),
             }
         }
     }

@@ -15,10 +15,10 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn batch(keys: &[Key]) -> Batch {
-    Batch {
-        id: BatchId::new(),
-        entries: keys.iter().map(|k| BatchEntry { cell: Cell::Counter(k.clone()), delta: 1 }).collect(),
-    }
+    Batch::claimed(
+        BatchId::new(),
+        keys.iter().map(|k| BatchEntry { cell: Cell::Counter(k.clone()), delta: 1 }).collect(),
+    )
 }
 
 fn keys(prefix: &str, n: usize) -> Vec<Key> {

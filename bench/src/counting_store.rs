@@ -161,13 +161,13 @@ mod tests {
     async fn counts_requests_and_rows_and_not_retries() {
         let store = CountingStore::new(Arc::new(MemoryStore::new()));
         let key = |n: &str| Key::named(n).unwrap();
-        let batch = Batch {
-            id: BatchId::new(),
-            entries: vec![
+        let batch = Batch::claimed(
+            BatchId::new(),
+            vec![
                 BatchEntry { cell: Cell::Counter(key("a")), delta: 1 },
                 BatchEntry { cell: Cell::Counter(key("b")), delta: 2 },
             ],
-        };
+        );
         assert_eq!(store.apply(&batch).await.unwrap(), ApplyOutcome::Applied);
         assert_eq!(store.apply(&batch).await.unwrap(), ApplyOutcome::AlreadyApplied);
         store.get_many(&[key("a"), key("b")]).await.unwrap();

@@ -84,7 +84,7 @@ impl<S: DurableStore + ?Sized> DirectStoreBaseline<S> {
 impl<S: DurableStore + ?Sized> IncrTarget for DirectStoreBaseline<S> {
     async fn incr(&self, key: usize, delta: i64) -> Result<(), String> {
         let entry = BatchEntry { cell: Cell::Counter(self.keys[key].clone()), delta };
-        let batch = Batch { id: BatchId::new(), entries: vec![entry] };
+        let batch = Batch::claimed(BatchId::new(), vec![entry]);
         self.store.apply(&batch).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }

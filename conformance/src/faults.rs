@@ -167,7 +167,7 @@ impl<S: DurableStore + ?Sized> DurableStore for DoubleApplyStore<S> {
         self.inner.capabilities()
     }
     async fn apply(&self, batch: &Batch) -> Result<ApplyOutcome> {
-        let renamed = Batch { id: BatchId::new(), entries: batch.entries.clone() };
+        let renamed = Batch { id: BatchId::new(), ..batch.clone() };
         self.inner.apply(&renamed).await
     }
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<i64>>> {

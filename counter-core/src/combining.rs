@@ -224,7 +224,7 @@ impl<C: CacheLayer> CombiningCache<C> {
     /// Moves the unsent deltas of lost counters among `cells` into a local
     /// claim under `id`.
     fn claim_lost(&self, id: BatchId, cells: &[Cell]) -> Batch {
-        let mut batch = Batch { id, entries: Vec::new() };
+        let mut batch = Batch::claimed(id, Vec::new());
         for cell in cells {
             let Cell::Counter(key) = cell else { continue };
             let Some(entry) = self.local.get(key) else { continue };

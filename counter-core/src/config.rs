@@ -55,6 +55,10 @@ pub(crate) struct Config {
     pub(crate) claim_lease: Duration,
     pub(crate) tick: Option<Duration>,
     pub(crate) background: bool,
+    pub(crate) store_timeout: Duration,
+    pub(crate) refused_retry: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) spill_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -68,6 +72,10 @@ impl Default for Config {
             claim_lease: Duration::from_secs(30),
             tick: None,
             background: true,
+            store_timeout: Duration::from_secs(10),
+            refused_retry: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+            spill_dir: None,
         }
     }
 }

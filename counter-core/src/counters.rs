@@ -8,13 +8,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::batch::now_ms;
 use crate::cache::CacheLayer;
 use crate::cell::{Cell, SliceId};
 use crate::config::{BackpressureMode, Config, RetryPolicy};
-use crate::engine::{Engine, FlushReport};
+use crate::engine::{Engine, FlushReport, HeldCell};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::Key;
 use crate::metrics::MetricsSnapshot;
@@ -139,6 +139,39 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> CountersBuilder<C, S> {
         self
     }
 
+    /// How long one store call may take before it counts as failed
+    /// (transiently: a batch whose apply timed out is retried under its
+    /// identity). Default 10 s.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.config.store_timeout = timeout;
+        self
+    }
+
+    /// How often a cell the store refused for good (an overflow caused by
+    /// another writer, a value it cannot read), or a store that failed for
+    /// good as a whole, is tried again. Default 30 s.
+    pub fn refused_retry(mut self, every: Duration) -> Self {
+        self.config.refused_retry = every;
+        self
+    }
+
+    /// How long [`Counters::shutdown`] tries to drain before it spills what
+    /// is left (or, with a shared cache, leaves it there). Default 30 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The spill journal: a directory where `shutdown` writes, durably,
+    /// what an in-process cache could not deliver to the store (it was
+    /// down, hung or refused cells), and whose batches the next handle
+    /// built over it lands first, exactly once. Without one, such a
+    /// shutdown fails and can be called again. See the crate README.
+    pub fn spill_journal(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.config.spill_dir = Some(dir.into());
+        self
+    }
+
     /// Whether to run the background flusher (default yes). Without it,
     /// only `flush`, `shutdown` and eager policies write to the store.
     pub fn background(mut self, on: bool) -> Self {
@@ -155,7 +188,11 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> CountersBuilder<C, S> {
         if self.config.max_pending_cells == 0 {
             return Err(Error::new(ErrorKind::Config, "the pending bound must be at least 1"));
         }
+        if self.config.store_timeout.is_zero() || self.config.shutdown_timeout.is_zero() {
+            return Err(Error::new(ErrorKind::Config, "the store and shutdown timeouts must be above zero"));
+        }
         let engine = Arc::new(Engine::new(self.cache, self.store, self.config));
+        engine.adopt_journal()?;
         let (stop, stopped) = watch::channel(false);
         let task = if engine.config.background {
             let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
@@ -234,9 +271,16 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     ///
     /// Either the whole increment is counted (counter, ancestors, time
     /// slices) or, on error, none of it.
+    ///
+    /// With the immediate policy the store is written before this returns.
+    /// If that write does not complete, the increment is still counted: the
+    /// error is [`Deferred`](ErrorKind::Deferred), carries the new total
+    /// ([`Error::value`]), and the delta lands exactly once later. Do not
+    /// retry it.
     pub async fn incr_with(&self, key: &Key, delta: i64, options: &IncrOptions) -> Result<i64> {
         let engine = &*self.engine;
-        engine.check_open()?;
+        let _call = engine.gate.enter()?;
+        engine.check_store_for_writes().await?;
         self.admit(key).await?;
         let family = engine.config.families.of(key);
         let rollup = options.rollup.unwrap_or(family.rollup);
@@ -269,12 +313,12 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
                 return Err(e);
             }
         }
+        engine.metrics.increments.add(1);
         if policy.is_immediate() {
             let mut cells: Vec<Cell> = std::iter::once(key).chain(counted.iter()).cloned().map(Cell::Counter).collect();
             cells.extend(slices.into_iter().map(Cell::Slice));
-            self.write_through(&cells).await;
+            self.write_through(&cells).await.map_err(|e| e.with_value(total))?;
         }
-        engine.metrics.increments.add(1);
 
         if !policy.is_immediate() {
             if policy.reached(pending) {
@@ -308,12 +352,33 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         }
     }
 
-    /// Writes cells through to the store now; on failure they stay pending
-    /// (held and retried), never lost.
-    async fn write_through(&self, cells: &[Cell]) {
+    /// Writes cells through to the store now: claims them, lands them, and
+    /// lands whatever else is in flight with them (a flusher may have
+    /// claimed the delta first). On failure the deltas stay held or
+    /// pending, never lost, and the error is [`Deferred`](ErrorKind::Deferred).
+    async fn write_through(&self, cells: &[Cell]) -> Result<()> {
+        let engine = &*self.engine;
         let mut report = FlushReport::default();
-        if let Err(e) = self.engine.flush_cells(cells, &mut report).await {
-            warn!(error = %e, "write-through failed; the delta stays pending and is retried");
+        let mut failed = crate::engine::worst(engine.flush_cells(cells, &mut report).await);
+        if failed.is_none() {
+            let mut keys: Vec<Key> = cells.iter().map(|c| c.key().clone()).collect();
+            keys.dedup();
+            failed = engine.land_touching(&keys).await.err();
+        }
+        match failed {
+            None => Ok(()),
+            Some(e) => {
+                warn!(error = %e, "write-through did not complete; the delta is held and lands later, exactly once");
+                Err(Error::new(
+                    ErrorKind::Deferred,
+                    format!(
+                        "counted, but the write-through did not complete ({e}); the delta is held under its batch \
+                         identity and lands exactly once later: do not retry"
+                    ),
+                )
+                .with_key(cells[0].key())
+                .with_source(e))
+            }
         }
     }
 
@@ -357,7 +422,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     /// one store call.
     pub async fn get_many(&self, keys: &[Key]) -> Result<Vec<i64>> {
         let engine = &*self.engine;
-        engine.check_open()?;
+        let _call = engine.gate.enter()?;
         let cells: Vec<Cell> = keys.iter().cloned().map(Cell::Counter).collect();
         let cached = engine.cache.get_many(&cells).await?;
         let mut out = vec![0; keys.len()];
@@ -379,14 +444,17 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     }
 
     /// Sets a counter's value. The change reaches the store as a delta, so
-    /// increments racing with it are not lost; it is written through at once.
+    /// increments racing with it are not lost; it is written through at once
+    /// (a write-through that does not complete is a
+    /// [`Deferred`](ErrorKind::Deferred) error: the value is set and lands
+    /// later).
     pub async fn put(&self, key: &Key, value: i64) -> Result<()> {
         let engine = &*self.engine;
-        engine.check_open()?;
+        let _call = engine.gate.enter()?;
+        engine.check_store_for_writes().await?;
         for _ in 0..3 {
             if engine.cache.set(key, value).await.map_err(|e| e.or_key(key))?.is_some() {
-                self.write_through(&[Cell::Counter(key.clone())]).await;
-                return Ok(());
+                return self.write_through(&[Cell::Counter(key.clone())]).await.map_err(|e| e.with_value(value));
             }
             let durable = engine.resolve(std::slice::from_ref(key)).await?[0];
             engine.cache.load(key, durable.unwrap_or(0), 0).await.map_err(|e| e.or_key(key))?;
@@ -398,12 +466,13 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     /// whether it existed. Increments racing with a delete may survive it.
     pub async fn delete(&self, key: &Key) -> Result<bool> {
         let engine = &*self.engine;
-        engine.check_open()?;
+        let _call = engine.gate.enter()?;
+        engine.check_store_for_writes().await?;
         let cached = engine.cache.get_many(&[Cell::Counter(key.clone())]).await?[0].is_some();
         // Land what is in flight for it first, so it cannot come back; any
         // error up to the store's delete leaves everything as it was.
         engine.resolve(std::slice::from_ref(key)).await?;
-        let stored = engine.store.delete(key).await?;
+        let stored = engine.store_call("a delete", engine.store.delete(key)).await?;
         engine.cache.remove(key).await?;
         Ok(cached || stored)
     }
@@ -412,8 +481,9 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     /// including counters not flushed yet.
     pub async fn list(&self, query: &ListQuery) -> Result<Vec<(Key, i64)>> {
         let engine = &*self.engine;
-        engine.check_open()?;
-        let mut values: BTreeMap<Key, i64> = engine.store.list(query).await?.into_iter().collect();
+        let _call = engine.gate.enter()?;
+        let mut values: BTreeMap<Key, i64> =
+            engine.store_call("a listing", engine.store.list(query)).await?.into_iter().collect();
         for dirty in engine.cache.dirty(u64::MAX, usize::MAX).await? {
             if let Cell::Counter(key) = dirty.cell {
                 if query.matches(&key) {
@@ -445,14 +515,14 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         to: SystemTime,
     ) -> Result<Vec<(i64, i64)>> {
         let engine = &*self.engine;
-        engine.check_open()?;
+        let _call = engine.gate.enter()?;
         let precision = engine.config.time_slices.precision(precision_secs)?;
         let (from, to) = (epoch_secs(from), epoch_secs(to));
         if from > to {
             return Err(Error::new(ErrorKind::InvalidInput, "the range starts after it ends").with_key(key));
         }
         let mut buckets: BTreeMap<i64, i64> =
-            engine.store.series(key, precision, from, to).await?.into_iter().collect();
+            engine.store_call("a series", engine.store.series(key, precision, from, to)).await?.into_iter().collect();
         // Pending deltas can only sit in buckets within retention.
         let now = epoch_secs(SystemTime::now());
         let step = i64::from(precision.secs());
@@ -481,55 +551,190 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     /// Removes time buckets past their retention now (the background
     /// flusher also does it periodically).
     pub async fn clean_time_slices(&self) -> Result<CleanReport> {
-        self.engine.check_open()?;
+        let _call = self.engine.gate.enter()?;
         self.engine.clean().await
     }
 
-    /// Writes every pending delta to the store now, whatever the policy.
+    /// Writes every pending delta to the store now, whatever the policy. A
+    /// barrier: when it returns `Ok`, every delta counted before the call is
+    /// in the store. When the store refuses some cells for good, the others
+    /// land, the refused ones are held ([`held_cells`](Self::held_cells)),
+    /// and the error names them.
     pub async fn flush(&self) -> Result<FlushReport> {
-        self.engine.check_open()?;
-        let result = self.engine.flush_all().await;
+        self.flush_with(&FlushOptions::default()).await
+    }
+
+    /// [`flush`](Self::flush) with options.
+    pub async fn flush_with(&self, options: &FlushOptions) -> Result<FlushReport> {
+        let _call = self.engine.gate.enter()?;
+        let result = self.engine.flush_all(options.recover_claims).await;
         self.engine.refresh_gauges().await?;
         result
     }
 
-    /// Batches this handle claimed and has not seen land yet (being applied,
-    /// or held for retry after a store failure): what a crash of this process
-    /// would leave behind. For diagnostics and tests.
+    /// Batches this handle claimed (or adopted) and has not seen land yet
+    /// (being applied, held for retry after a store failure, or holding
+    /// cells the store refused), as the pieces still to land: what a crash
+    /// of this process would leave behind. For diagnostics and tests.
     pub fn inflight_batches(&self) -> Vec<crate::batch::Batch> {
         self.engine.inflight_batches()
     }
 
-    /// A reading of the engine's metrics (gauges as of the last flusher pass).
-    pub fn metrics(&self) -> MetricsSnapshot {
-        self.engine.metrics.snapshot()
+    /// Cells the store refused for good (an overflow another writer caused,
+    /// a value it cannot read) and this handle holds: their deltas wait, and
+    /// are tried again every [`refused_retry`](CountersBuilder::refused_retry)
+    /// and at every flush. Other counters are not held up by them.
+    pub fn held_cells(&self) -> Vec<HeldCell> {
+        self.engine.held_cells()
     }
 
-    /// Stops the background flusher, drains every pending delta to the store
-    /// and reports what it flushed. Later calls fail with
-    /// [`ShutDown`](ErrorKind::ShutDown).
+    /// The store's permanent failure (bad credentials, a missing table, a
+    /// store that cannot keep the protocol) while it stops flushing: new
+    /// batches are not claimed, held ones are tried again on a slow
+    /// schedule, increments keep counting up to the pending bound.
+    pub fn store_failure(&self) -> Option<Error> {
+        self.engine.store_failure()
+    }
+
+    /// A reading of the engine's metrics (gauges as of the last flusher pass).
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut m = self.engine.metrics.snapshot();
+        m.store_failure = self.engine.store_failure().map(|e| e.to_string());
+        m
+    }
+
+    /// Stops admitting calls (they fail with [`ShutDown`](ErrorKind::ShutDown)),
+    /// waits for the calls in flight, stops the background flusher, drains
+    /// every pending delta to the store and reports what it flushed.
+    ///
+    /// When the store does not take everything within the shutdown timeout
+    /// (it is down, hangs, or refuses cells), nothing is dropped:
+    ///
+    /// - with an in-process cache and a [spill journal](CountersBuilder::spill_journal),
+    ///   what is left is written to the journal, the handle closes, and the
+    ///   error is [`Deferred`](ErrorKind::Deferred), naming the file: the
+    ///   next handle over the journal lands it;
+    /// - with a shared cache, what is left stays in the shared cache (other
+    ///   processes' flushers, or the next start, land it), the handle
+    ///   closes, and the error is [`Deferred`](ErrorKind::Deferred) too;
+    /// - with an in-process cache and no journal, the handle stays open for
+    ///   another `shutdown` (calls stay refused), and the error is the
+    ///   store's.
+    ///
+    /// Once closed, further calls fail with [`ShutDown`](ErrorKind::ShutDown).
     pub async fn shutdown(&self) -> Result<FlushReport> {
-        self.engine.check_open()?;
+        let engine = &*self.engine;
+        if engine.is_closed() {
+            return Err(Error::new(ErrorKind::ShutDown, "the counters handle was shut down"));
+        }
+        engine.gate.close().await;
         let _ = self.stop.send(true);
         let task = self.task.lock().expect("task lock").take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
-        let result = self.engine.flush_all().await;
-        self.engine.closed.store(true, Relaxed);
-        let _ = self.engine.refresh_gauges().await;
-        match &result {
-            Ok(report) => info!(
-                batches = report.batches,
-                counters = report.counters,
-                slices = report.slices,
-                "counters shut down, pending deltas flushed"
-            ),
-            Err(e) => {
-                warn!(error = %e, held = self.engine.held_batches(), "counters shut down with deltas left pending")
+        if let Some(mut task) = task {
+            // A pass stuck on a hung store is not worth waiting for: what it
+            // holds is in the backlog, and landing it again is a no-op.
+            if tokio::time::timeout(Duration::from_secs(1), &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
             }
         }
+        let drained = match tokio::time::timeout(engine.config.shutdown_timeout, engine.flush_all(false)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("the store did not take every pending delta within {:?}", engine.config.shutdown_timeout),
+            )),
+        };
+        let result = match drained {
+            Ok(report) => {
+                engine.close();
+                info!(
+                    batches = report.batches,
+                    counters = report.counters,
+                    slices = report.slices,
+                    "counters shut down, pending deltas flushed"
+                );
+                Ok(report)
+            }
+            Err(e) => self.undelivered(e).await,
+        };
+        let _ = engine.refresh_gauges().await;
         result
+    }
+
+    /// What shutdown does with what the store did not take (see
+    /// [`shutdown`](Self::shutdown)).
+    async fn undelivered(&self, cause: Error) -> Result<FlushReport> {
+        let engine = &*self.engine;
+        if engine.cache.capabilities().shared {
+            engine.close();
+            let (batches, cells) = engine.backlog_size();
+            let e = Error::new(
+                ErrorKind::Deferred,
+                format!(
+                    "shut down with deltas the store did not take ({cause}); they are held in the shared {} cache \
+                     ({batches} claimed batches of {cells} cells, plus the cells still pending), and other \
+                     processes' flushers or the next start land them",
+                    engine.cache.capabilities().name
+                ),
+            )
+            .with_source(cause);
+            warn!(error = %e, "counters shut down without draining");
+            return Err(e);
+        }
+        match engine.spill().await {
+            Ok(Some((path, batches, cells))) => {
+                engine.close();
+                let e = Error::new(
+                    ErrorKind::Deferred,
+                    format!(
+                        "shut down with deltas the store did not take ({cause}); {batches} batches of {cells} cells \
+                         were written to the spill journal {}, which the next start replays",
+                        path.display()
+                    ),
+                )
+                .with_source(cause);
+                warn!(error = %e, "counters spilled what the store did not take");
+                Err(e)
+            }
+            Ok(None) if engine.journal_dir().is_none() => {
+                warn!(error = %cause, "counters could not drain and have no spill journal: call shutdown again");
+                Err(cause)
+            }
+            // Nothing was left to spill after all.
+            Ok(None) => {
+                engine.close();
+                Ok(FlushReport::default())
+            }
+            Err(e) => {
+                error!(error = %e, cause = %cause, "could not write the spill journal: call shutdown again");
+                Err(e.with_source(cause))
+            }
+        }
+    }
+}
+
+/// Options of [`Counters::flush_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlushOptions {
+    /// Also land the claims other processes hold in a shared cache, at once
+    /// instead of after the claim lease (safe while they are alive: a claim
+    /// lands once, whoever lands it). For "flush, then read the store" when
+    /// a process was killed mid-flush.
+    pub recover_claims: bool,
+}
+
+impl FlushOptions {
+    /// The default: this process's deltas, and claims past their lease.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`recover_claims`](Self::recover_claims).
+    pub fn recover_claims(mut self, on: bool) -> Self {
+        self.recover_claims = on;
+        self
     }
 }
 
@@ -538,12 +743,14 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Drop for Counters<C, S> {
         if let Some(task) = self.task.get_mut().ok().and_then(|t| t.take()) {
             task.abort();
         }
-        if !self.engine.closed.load(Relaxed) {
+        if !self.engine.is_closed() {
             let m = self.engine.metrics.snapshot();
+            let (batches, cells) = self.engine.backlog_size();
             warn!(
                 increments_accepted = m.increments,
                 pending_cells_at_last_reading = m.pending_cells,
-                held_batches = self.engine.held_batches(),
+                held_batches = batches,
+                held_cells = cells,
                 "counters dropped without shutdown: pending deltas were not flushed by this handle"
             );
         }

@@ -1,22 +1,26 @@
-//! The write-behind engine: claims pending deltas from the cache, applies
-//! them to the store exactly once, retries, recovers claims of dead
-//! flushers, and reports lag.
+//! The write-behind engine: claims pending deltas from the cache, lands them
+//! in the store exactly once (splitting a batch the store refuses for good
+//! so that its other cells land), retries, recovers claims of dead
+//! flushers, spills what it cannot deliver at shutdown, and reports lag.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::backlog::{Backlog, Done, Origin, Piece, refuses_cell};
 use crate::batch::{ApplyOutcome, Batch, BatchId, now_ms};
 use crate::cache::{CacheIncr, CacheLayer};
 use crate::cell::{Cell, SliceId};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::gate::Gate;
 use crate::key::Key;
 use crate::metrics::Metrics;
+use crate::spill::Journal;
 use crate::store::{CleanReport, DurableStore};
 use crate::timeslice::epoch_secs;
 
@@ -25,7 +29,7 @@ const DIRTY_PAGE: usize = 10_000;
 /// Passes of an explicit flush over the dirty cells.
 const MAX_FLUSH_PASSES: usize = 1_000;
 
-/// What a flush moved to the store.
+/// What a flush moved to the store, and what it left behind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FlushReport {
@@ -37,6 +41,13 @@ pub struct FlushReport {
     pub slices: u64,
     /// Claims of a dead flusher that were applied (or found applied).
     pub recovered: u64,
+    /// Claims other processes hold in the cache and have not seen land
+    /// (they are landing them, or died: then any flusher recovers them once
+    /// they are older than the claim lease, or at once with
+    /// [`FlushOptions::recover_claims`](crate::FlushOptions::recover_claims)).
+    pub outstanding_claims: u64,
+    /// Age of the oldest of those claims.
+    pub oldest_claim_age: Option<Duration>,
 }
 
 impl FlushReport {
@@ -50,13 +61,47 @@ impl FlushReport {
         }
     }
 
-    /// Merges another report into this one.
+    /// Merges another report into this one (the outstanding claims are the
+    /// other's: the later reading).
     pub fn merge(&mut self, other: FlushReport) {
         self.batches += other.batches;
         self.counters += other.counters;
         self.slices += other.slices;
         self.recovered += other.recovered;
+        self.outstanding_claims = other.outstanding_claims;
+        self.oldest_claim_age = other.oldest_claim_age;
     }
+}
+
+/// A cell the store refused for good, held until it takes it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HeldCell {
+    /// The cell.
+    pub cell: Cell,
+    /// The delta waiting for the store.
+    pub delta: i64,
+    /// Why the store refused it, last time.
+    pub error: Error,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// How long it has been refused.
+    pub refused_for: Duration,
+    /// When it is tried next (unless a flush forces it sooner).
+    pub next_attempt_in: Duration,
+}
+
+/// Whether the store proved it can keep the protocol.
+#[derive(Debug, Clone)]
+enum Probe {
+    /// Not asked yet.
+    Unknown,
+    /// Asked; the store did not answer: asked again before the next apply.
+    Deferred,
+    /// It can.
+    Passed,
+    /// It cannot: every write is refused with this.
+    Refused(Error),
 }
 
 pub(crate) struct Engine<C: ?Sized, S: ?Sized> {
@@ -64,46 +109,141 @@ pub(crate) struct Engine<C: ?Sized, S: ?Sized> {
     pub(crate) store: Arc<S>,
     pub(crate) config: Config,
     pub(crate) metrics: Metrics,
-    /// This engine's batches claimed and not yet acknowledged.
-    inflight: Mutex<HashMap<BatchId, Arc<Batch>>>,
-    /// Batches whose apply failed, applied again before anything new is
-    /// claimed, oldest first.
-    held: Mutex<VecDeque<Arc<Batch>>>,
+    /// Batches claimed or adopted and not landed in full.
+    backlog: Mutex<Backlog>,
     /// Cells to flush once their due time (ms) has come: threshold reached,
     /// or a per-call interval shorter than the family's.
     urgent: Mutex<HashMap<Cell, u64>>,
     pub(crate) wake: Notify,
     pub(crate) over_bound: AtomicBool,
     pub(crate) relieved: Notify,
+    /// Admission of calls, closed by shutdown.
+    pub(crate) gate: Gate,
+    /// Shut down for good: drained or spilled.
     pub(crate) closed: AtomicBool,
+    /// Cells this process turned from clean to dirty since the last reading
+    /// of the cache's gauges, so that the pending bound holds between
+    /// readings (a hung store stalls the flusher that takes them).
+    dirtied: AtomicU64,
+    /// Dirty cells in the cache at the last reading.
+    last_dirty: AtomicU64,
+    probe: tokio::sync::Mutex<Probe>,
+    probe_passed: AtomicBool,
+    /// A permanent failure of the store as a whole (no key named), and
+    /// since when (ms): no new claims are made while it lasts.
+    store_failure: Mutex<Option<(Error, u64)>>,
+    journal: Option<Journal>,
     last_orphan_scan_ms: AtomicU64,
     last_clean_ms: AtomicU64,
 }
 
 impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     pub(crate) fn new(cache: Arc<C>, store: Arc<S>, config: Config) -> Self {
+        let journal = config.spill_dir.clone().map(Journal::new);
         Engine {
             cache,
             store,
             config,
             metrics: Metrics::default(),
-            inflight: Mutex::new(HashMap::new()),
-            held: Mutex::new(VecDeque::new()),
+            backlog: Mutex::new(Backlog::default()),
             urgent: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             over_bound: AtomicBool::new(false),
             relieved: Notify::new(),
+            gate: Gate::default(),
             closed: AtomicBool::new(false),
+            dirtied: AtomicU64::new(0),
+            last_dirty: AtomicU64::new(0),
+            probe: tokio::sync::Mutex::new(Probe::Unknown),
+            probe_passed: AtomicBool::new(false),
+            store_failure: Mutex::new(None),
+            journal,
             last_orphan_scan_ms: AtomicU64::new(0),
             last_clean_ms: AtomicU64::new(now_ms()),
         }
     }
 
-    pub(crate) fn check_open(&self) -> Result<()> {
-        if self.closed.load(Relaxed) {
-            return Err(Error::new(ErrorKind::ShutDown, "the counters handle was shut down"));
+    fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
+        self.backlog.lock().expect("backlog lock")
+    }
+
+    /// Adopts the batches of the spill journal, to be landed before
+    /// anything else. A damaged file is logged and left where it is.
+    pub(crate) fn adopt_journal(&self) -> Result<()> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        let (files, damaged) = journal.read_all()?;
+        for (path, e) in damaged {
+            error!(file = %path.display(), error = %e, "a spill journal file cannot be read; it is left in place");
+        }
+        let mut backlog = self.backlog();
+        for file in files {
+            info!(file = %file.path.display(), batches = file.batches.len(), "replaying a spill journal file");
+            for batch in file.batches {
+                backlog.adopt(Arc::new(batch), file.path.clone());
+            }
         }
         Ok(())
+    }
+
+    /// Runs a store call within the store timeout.
+    pub(crate) async fn store_call<T>(&self, what: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.config.store_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("the store did not answer {what} within {:?}", self.config.store_timeout),
+            )),
+        }
+    }
+
+    /// Before a write is acknowledged: whether the store can keep the
+    /// protocol. Asked once; a store that does not answer is asked again
+    /// before the next apply, and the write goes ahead meanwhile.
+    pub(crate) async fn check_store_for_writes(&self) -> Result<()> {
+        if self.probe_passed.load(Relaxed) {
+            return Ok(());
+        }
+        let mut probe = self.probe.lock().await;
+        match &*probe {
+            Probe::Unknown => {
+                self.run_probe(&mut probe).await.or_else(|e| if e.is_transient() { Ok(()) } else { Err(e) })
+            }
+            Probe::Deferred | Probe::Passed => Ok(()),
+            Probe::Refused(e) => Err(e.clone()),
+        }
+    }
+
+    /// Before an apply: the store must have passed the probe.
+    async fn check_store_for_apply(&self) -> Result<()> {
+        if self.probe_passed.load(Relaxed) {
+            return Ok(());
+        }
+        let mut probe = self.probe.lock().await;
+        match &*probe {
+            Probe::Unknown | Probe::Deferred => self.run_probe(&mut probe).await,
+            Probe::Passed => Ok(()),
+            Probe::Refused(e) => Err(e.clone()),
+        }
+    }
+
+    async fn run_probe(&self, probe: &mut Probe) -> Result<()> {
+        match self.store_call("the protocol probe", self.store.probe()).await {
+            Ok(()) => {
+                *probe = Probe::Passed;
+                self.probe_passed.store(true, Relaxed);
+                Ok(())
+            }
+            Err(e) if e.is_transient() => {
+                *probe = Probe::Deferred;
+                Err(e)
+            }
+            Err(e) => {
+                error!(error = %e, "the store cannot keep the counters protocol: every write is refused");
+                self.metrics.record_failure(&e);
+                *probe = Probe::Refused(e.clone());
+                Err(e)
+            }
+        }
     }
 
     /// Adds `delta` to a counter's total, loading it on a cache miss.
@@ -115,7 +255,12 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                 None => self.cache.incr(key, delta).await,
             };
             match outcome.map_err(|e| e.or_key(key))? {
-                CacheIncr::Applied { total, pending } => return Ok((total, pending)),
+                CacheIncr::Applied { total, pending } => {
+                    if delta != 0 && pending == i128::from(delta) {
+                        self.note_dirtied();
+                    }
+                    return Ok((total, pending));
+                }
                 CacheIncr::Missing => {
                     let durable = self.resolve(std::slice::from_ref(key)).await?[0];
                     let extra = match durable {
@@ -134,21 +279,59 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             .with_key(key))
     }
 
-    /// Durable values of `keys` once every claim in flight that touches them
-    /// has landed: the base a cache miss reloads from (DESIGN.md: durable
-    /// value plus claims in flight that have not landed).
+    /// A cell went from clean to dirty in this process: it counts toward
+    /// the pending bound at once.
+    pub(crate) fn note_dirtied(&self) {
+        let dirtied = self.dirtied.fetch_add(1, Relaxed) + 1;
+        if !self.over_bound.load(Relaxed) && self.pending_estimate(dirtied) >= self.config.max_pending_cells {
+            self.set_over_bound(true);
+        }
+    }
+
+    /// Cells not durable: dirty in the cache at the last reading, turned
+    /// dirty since, and taken from the cache and not landed.
+    fn pending_estimate(&self, dirtied: u64) -> u64 {
+        self.last_dirty.load(Relaxed) + dirtied + self.backlog().cells()
+    }
+
+    fn set_over_bound(&self, over: bool) {
+        let was = self.over_bound.swap(over, Relaxed);
+        if over && !was {
+            warn!(
+                pending = self.pending_estimate(self.dirtied.load(Relaxed)),
+                bound = self.config.max_pending_cells,
+                "pending bound reached: increments get backpressure"
+            );
+        }
+        if !over {
+            self.relieved.notify_waiters();
+        }
+    }
+
+    /// Durable values of `keys` once every batch in flight that touches
+    /// them has landed: the base a cache miss reloads from (DESIGN.md:
+    /// durable value plus claims in flight that have not landed).
     pub(crate) async fn resolve(&self, keys: &[Key]) -> Result<Vec<Option<i64>>> {
-        let touches = |b: &Batch| keys.iter().any(|k| b.touches(k));
-        let mut todo: Vec<Arc<Batch>> =
-            self.inflight.lock().expect("inflight lock").values().filter(|b| touches(b)).cloned().collect();
-        for claim in self.cache.claims_for(keys).await? {
-            if !todo.iter().any(|b| b.id == claim.id) {
-                todo.push(Arc::new(claim));
+        self.land_touching(keys).await?;
+        self.store_call("a read", self.store.get_many(keys)).await
+    }
+
+    /// Lands every batch this engine holds, and every claim the cache
+    /// records, with a cell of one of `keys`.
+    pub(crate) async fn land_touching(&self, keys: &[Key]) -> Result<()> {
+        let claims = self.cache.claims_for(keys).await?;
+        {
+            let mut backlog = self.backlog();
+            for claim in claims {
+                if !backlog.contains(claim.id) {
+                    backlog.add(Arc::new(claim), Origin::Orphan);
+                }
             }
         }
+        let todo = self.backlog().pieces(|p| keys.iter().any(|k| p.batch.touches(k)));
         let mut report = FlushReport::default();
-        self.land_all(todo.into_iter().map(|b| (b, false)).collect(), &mut report).await?;
-        self.store.get_many(keys).await
+        let errors = self.land_in_passes(todo, &mut report).await;
+        worst(errors).map_or(Ok(()), Err)
     }
 
     pub(crate) fn slice_ids(&self, keys: &[&Key], at: Option<std::time::SystemTime>) -> Vec<SliceId> {
@@ -172,15 +355,21 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         }
     }
 
+    /// One batch to the store: transient failures are retried with backoff
+    /// (each attempt within the store timeout), other errors returned.
     async fn apply_with_retry(&self, batch: &Batch) -> Result<ApplyOutcome> {
         let mut attempt = 0;
         loop {
+            self.check_store_for_apply().await?;
             let started = Instant::now();
-            let outcome = self.store.apply(batch).await;
+            let outcome = self.store_call("a batch", self.store.apply(batch)).await;
             self.metrics.store_calls.fetch_add(1, Relaxed);
             self.metrics.store_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
             match outcome {
-                Ok(outcome) => return Ok(outcome),
+                Ok(outcome) => {
+                    self.store_recovered();
+                    return Ok(outcome);
+                }
                 Err(e) if e.is_transient() && attempt + 1 < self.config.retry.attempts => {
                     self.metrics.retries.fetch_add(1, Relaxed);
                     debug!(batch = %batch.id, attempt, error = %e, "store apply failed, retrying");
@@ -195,113 +384,221 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         }
     }
 
-    /// Applies a batch, acknowledges its claim and forgets it.
-    async fn land(&self, batch: Arc<Batch>, report: &mut FlushReport) -> Result<()> {
-        if self.apply_with_retry(&batch).await? == ApplyOutcome::Applied {
-            self.metrics.batches.fetch_add(1, Relaxed);
-            self.metrics.cells_flushed.fetch_add(batch.entries.len() as u64, Relaxed);
-            report.add(&batch);
+    fn store_recovered(&self) {
+        let mut failure = self.store_failure.lock().expect("store failure lock");
+        if let Some((e, since)) = failure.take() {
+            info!(after_ms = now_ms().saturating_sub(since), error = %e, "the store takes batches again");
         }
-        if let Err(e) = self.cache.ack(batch.id).await {
-            // The claim stays recorded; a later pass applies it again, a no-op.
-            warn!(batch = %batch.id, error = %e, "could not acknowledge a flushed claim");
+    }
+
+    /// The permanent failure of the store as a whole that stops new claims,
+    /// if there is one.
+    pub(crate) fn store_failure(&self) -> Option<Error> {
+        self.store_failure.lock().expect("store failure lock").as_ref().map(|(e, _)| e.clone())
+    }
+
+    fn store_failed(&self, e: &Error) {
+        let mut failure = self.store_failure.lock().expect("store failure lock");
+        if failure.is_none() {
+            error!(
+                error = %e,
+                retry_every = ?self.config.refused_retry,
+                "the store refuses batches for good: flushing stops, and is tried again on a slow schedule"
+            );
+            *failure = Some((e.clone(), now_ms()));
         }
-        self.inflight.lock().expect("inflight lock").remove(&batch.id);
-        self.held.lock().expect("held lock").retain(|b| b.id != batch.id);
-        Ok(())
+    }
+
+    /// When a piece that failed with `e` for the `failures`-th time is
+    /// tried again.
+    fn retry_at(&self, e: &Error, failures: u32, now: u64) -> u64 {
+        let wait =
+            if e.is_transient() { self.config.retry.backoff(failures.min(8)) } else { self.config.refused_retry };
+        now + wait.as_millis() as u64
+    }
+
+    /// Lands pieces, depth first: a piece lands, or is split (the store
+    /// refused one of its cells, or a part of it landed before) and its
+    /// halves land, or fails and stays in the backlog. Returns the errors
+    /// of the pieces that did not land.
+    async fn land_pieces(&self, pieces: Vec<(BatchId, Arc<Batch>)>, report: &mut FlushReport) -> Vec<Error> {
+        let mut todo: Vec<(BatchId, Arc<Batch>)> = pieces.into_iter().rev().collect();
+        let mut errors = Vec::new();
+        while let Some((root, piece)) = todo.pop() {
+            let outcome = self.apply_with_retry(&piece).await;
+            let split = match &outcome {
+                Ok(ApplyOutcome::Split) => true,
+                Err(e) => refuses_cell(e) && piece.entries.len() > 1,
+                Ok(_) => false,
+            };
+            if split {
+                let Some((left, right)) = piece.halves() else {
+                    let e = Error::new(ErrorKind::Permanent, "the store says a single-cell batch was split");
+                    self.piece_failed(root, &piece, e.clone());
+                    errors.push(e);
+                    continue;
+                };
+                if let Err(e) = &outcome {
+                    info!(batch = %piece.id, cells = piece.entries.len(), error = %e, "the store refused a batch; splitting it");
+                }
+                let (left, right) = (Arc::new(left), Arc::new(right));
+                self.backlog().split(root, piece.id, [left.clone(), right.clone()]);
+                todo.push((root, right));
+                todo.push((root, left));
+                continue;
+            }
+            match outcome {
+                Ok(outcome) => {
+                    if outcome == ApplyOutcome::Applied {
+                        self.metrics.batches.fetch_add(1, Relaxed);
+                        self.metrics.cells_flushed.fetch_add(piece.entries.len() as u64, Relaxed);
+                        report.add(&piece);
+                    }
+                    let done = self.backlog().landed(root, piece.id);
+                    if let Some(done) = done {
+                        self.root_done(done, report).await;
+                    }
+                }
+                Err(e) => {
+                    self.piece_failed(root, &piece, e.clone());
+                    errors.push(e);
+                }
+            }
+        }
+        errors
+    }
+
+    fn piece_failed(&self, root: BatchId, piece: &Batch, e: Error) {
+        if !e.is_transient() && !refuses_cell(&e) {
+            self.store_failed(&e);
+        } else if refuses_cell(&e) {
+            warn!(
+                cell = %piece.entries[0].cell,
+                error = %e,
+                retry_every = ?self.config.refused_retry,
+                "the store refused a cell; it is held and tried again on a slow schedule"
+            );
+        }
+        let now = now_ms();
+        let mut backlog = self.backlog();
+        let at = self.retry_at(&e, backlog.failures(root, piece.id), now);
+        backlog.failed(root, piece.id, e, now, at);
+    }
+
+    /// A root landed in full: its claim is forgotten (or its journal file).
+    async fn root_done(&self, done: Done, report: &mut FlushReport) {
+        match done.origin {
+            Origin::Claimed | Origin::Orphan => {
+                if done.origin == Origin::Orphan {
+                    report.recovered += 1;
+                    self.metrics.recovered_claims.fetch_add(1, Relaxed);
+                }
+                if let Err(e) = self.cache.ack(done.root).await {
+                    // The claim stays recorded; a later pass applies it again, a no-op.
+                    warn!(batch = %done.root, error = %e, "could not acknowledge a flushed claim");
+                }
+            }
+            Origin::Journal => {}
+        }
+        if let Some(journal) = &self.journal {
+            for file in done.files_done {
+                match journal.remove(&file) {
+                    Ok(()) => info!(file = %file.display(), "spill journal file replayed and deleted"),
+                    Err(e) => {
+                        warn!(file = %file.display(), error = %e, "could not delete a replayed spill journal file")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lands `pieces` in passes: deltas commute, but a store holds i64
+    /// values, so a batch can overflow when it lands before another one it
+    /// depends on (a held `-2^63` before an orphaned `+1`), although every
+    /// total is in range once all have landed. While a pass lands
+    /// something, the pieces refused with an overflow are tried again.
+    async fn land_in_passes(&self, mut pieces: Vec<(BatchId, Arc<Batch>)>, report: &mut FlushReport) -> Vec<Error> {
+        loop {
+            let before = self.backlog().cells();
+            let errors = self.land_pieces(pieces, report).await;
+            let overflowed = errors.iter().any(|e| e.kind() == ErrorKind::Overflow);
+            if errors.is_empty() || !overflowed || self.backlog().cells() >= before {
+                return errors;
+            }
+            pieces = self.backlog().pieces(|p| p.error.as_ref().is_some_and(|e| e.kind() == ErrorKind::Overflow));
+        }
     }
 
     /// Claims the pending deltas of `cells` and lands them, batch by batch.
-    /// A batch that fails is held for the next pass. A batch the store
-    /// refuses with an overflow is held too, but the others go on: see
-    /// [`defer_overflow`].
-    pub(crate) async fn flush_cells(&self, cells: &[Cell], report: &mut FlushReport) -> Result<()> {
+    /// Stops at the first batch that fails for a reason other than a
+    /// refused cell (the store is down, or failing as a whole): the rest
+    /// stays pending in the cache.
+    pub(crate) async fn flush_cells(&self, cells: &[Cell], report: &mut FlushReport) -> Vec<Error> {
         let chunk = self.cache.capabilities().max_claim.min(self.store.capabilities().max_batch).max(1);
-        let mut deferred = None;
+        let mut errors = Vec::new();
         for part in cells.chunks(chunk) {
-            let batch = Arc::new(self.cache.claim(BatchId::new(), part).await?);
+            let batch = match self.cache.claim(BatchId::new(), part).await {
+                Ok(batch) => Arc::new(batch),
+                Err(e) => {
+                    errors.push(e);
+                    break;
+                }
+            };
             if batch.is_empty() {
                 continue;
             }
-            self.inflight.lock().expect("inflight lock").insert(batch.id, batch.clone());
-            let landed = self.land(batch.clone(), report).await;
-            if landed.is_err() {
-                self.held.lock().expect("held lock").push_back(batch);
-            }
-            defer_overflow(landed, &mut deferred)?;
-        }
-        deferred.map_or(Ok(()), Err)
-    }
-
-    /// Lands `batches` (each flagged whether it is an orphan), in passes: a
-    /// batch refused with an overflow waits for the others (see
-    /// [`defer_overflow`]) and is tried again while a pass makes progress.
-    async fn land_all(&self, mut batches: Vec<(Arc<Batch>, bool)>, report: &mut FlushReport) -> Result<()> {
-        loop {
-            let before = batches.len();
-            let mut refused = Vec::new();
-            let mut overflow = None;
-            for (batch, orphan) in batches {
-                match self.land(batch.clone(), report).await {
-                    Ok(()) if orphan => {
-                        report.recovered += 1;
-                        self.metrics.recovered_claims.fetch_add(1, Relaxed);
-                    }
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::Overflow => {
-                        overflow.get_or_insert(e);
-                        refused.push((batch, orphan));
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            match overflow {
-                None => return Ok(()),
-                Some(e) if refused.len() == before => return Err(e),
-                Some(_) => batches = refused,
+            self.backlog().add(batch.clone(), Origin::Claimed);
+            let failed = self.land_pieces(vec![(batch.id, batch)], report).await;
+            let stop = failed.iter().any(|e| !refuses_cell(e));
+            errors.extend(failed);
+            if stop {
+                break;
             }
         }
+        errors
     }
 
     /// Claims that their flusher left unacknowledged for longer than the
-    /// lease (it died, or lost its ack), to be applied again under the same
-    /// identity: a no-op if they had landed. Scanned every half lease unless
-    /// `force`.
-    async fn orphans(&self, force: bool) -> Result<Vec<(Arc<Batch>, bool)>> {
-        let lease = self.config.claim_lease.as_millis() as u64;
+    /// lease (it died, or lost its ack), adopted to be applied again under
+    /// the same identity: a no-op if they had landed. Scanned every half
+    /// lease unless `force`; with `take_over`, every claim, whatever its age.
+    async fn adopt_orphans(&self, force: bool, take_over: bool) -> Result<()> {
+        let lease = if take_over { 0 } else { self.config.claim_lease.as_millis() as u64 };
         let now = now_ms();
         if !force && lease > 0 && now.saturating_sub(self.last_orphan_scan_ms.load(Relaxed)) < lease / 2 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         self.last_orphan_scan_ms.store(now, Relaxed);
         let claims = self.cache.claims(lease).await?;
-        let inflight = self.inflight.lock().expect("inflight lock");
-        Ok(claims
-            .into_iter()
-            .filter(|claim| !inflight.contains_key(&claim.id))
-            .inspect(|claim| info!(batch = %claim.id, cells = claim.entries.len(), "recovering an orphaned claim"))
-            .map(|claim| (Arc::new(claim), true))
-            .collect())
+        let mut backlog = self.backlog();
+        for claim in claims {
+            if !backlog.contains(claim.id) {
+                info!(batch = %claim.id, cells = claim.entries.len(), "recovering an orphaned claim");
+                backlog.add(Arc::new(claim), Origin::Orphan);
+            }
+        }
+        Ok(())
     }
 
-    /// Lands the backlog: batches held after a failure, and orphaned claims
-    /// (or, with `everything`, every batch this engine has in flight too).
-    async fn land_backlog(&self, report: &mut FlushReport, everything: bool) -> Result<()> {
-        let mut batches: Vec<(Arc<Batch>, bool)> = if everything {
-            self.inflight.lock().expect("inflight lock").values().map(|b| (b.clone(), false)).collect()
-        } else {
-            self.held.lock().expect("held lock").iter().map(|b| (b.clone(), false)).collect()
-        };
-        batches.extend(self.orphans(everything).await?);
-        self.land_all(batches, report).await
+    /// Lands the backlog: the pieces due (or all of them, with
+    /// `everything`), after adopting orphaned claims.
+    async fn land_backlog(&self, report: &mut FlushReport, everything: bool, take_over: bool) -> Result<Vec<Error>> {
+        self.adopt_orphans(everything, take_over).await?;
+        let now = now_ms();
+        let todo = self.backlog().pieces(|p| everything || p.retry_at_ms <= now);
+        Ok(self.land_in_passes(todo, report).await)
     }
 
     /// One pass of the background flusher: the backlog, then every cell
-    /// whose policy says it is due.
+    /// whose policy says it is due (none while the store fails as a whole;
+    /// cells the store refuses wait for their held piece to land).
     pub(crate) async fn flush_due(&self) -> Result<FlushReport> {
         let mut report = FlushReport::default();
-        let mut deferred = None;
-        defer_overflow(self.land_backlog(&mut report, false).await, &mut deferred)?;
+        let mut errors = self.land_backlog(&mut report, false, false).await?;
+        if self.store_failure().is_some() || errors.iter().any(|e| e.is_transient()) {
+            return worst(errors).map_or(Ok(report), Err);
+        }
+        let refused = self.backlog().refused_cells();
         let now = now_ms();
         let mut due: Vec<Cell> = {
             let mut urgent = self.urgent.lock().expect("urgent lock");
@@ -311,9 +608,10 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             });
             ready
         };
-        defer_overflow(self.flush_cells(&due, &mut report).await, &mut deferred)?;
+        due.retain(|c| !refused.contains(c));
+        errors.extend(self.flush_cells(&due, &mut report).await);
         let shortest = self.config.families.shortest_interval().as_millis() as u64;
-        loop {
+        while errors.iter().all(refuses_cell) {
             let dirty = self.cache.dirty(now.saturating_sub(shortest), DIRTY_PAGE).await?;
             let full = dirty.len() == DIRTY_PAGE;
             due.clear();
@@ -321,76 +619,191 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                 let policy = &self.config.families.of(d.cell.key()).policy;
                 let age = now.saturating_sub(d.dirty_since_ms);
                 let counter_reached = matches!(d.cell, Cell::Counter(_)) && policy.reached(d.pending);
-                if age >= policy.age_bound().as_millis() as u64 || counter_reached {
+                if (age >= policy.age_bound().as_millis() as u64 || counter_reached) && !refused.contains(&d.cell) {
                     due.push(d.cell);
                 }
             }
             if due.is_empty() {
                 break;
             }
-            defer_overflow(self.flush_cells(&due, &mut report).await, &mut deferred)?;
+            errors.extend(self.flush_cells(&due, &mut report).await);
             if !full {
                 break;
             }
         }
-        if deferred.is_some() {
-            self.land_backlog(&mut report, true).await?;
-        }
-        Ok(report)
+        worst(errors).map_or(Ok(report), Err)
     }
 
     /// Flushes everything pending, whatever the policy. A barrier: when it
     /// returns Ok, every delta counted before it was called is in the store,
     /// including batches the background flusher was landing meanwhile
-    /// (landing one twice is a no-op).
-    pub(crate) async fn flush_all(&self) -> Result<FlushReport> {
+    /// (landing one twice is a no-op). With `take_over`, claims of other
+    /// processes are landed too, whatever their age.
+    pub(crate) async fn flush_all(&self, take_over: bool) -> Result<FlushReport> {
         let mut report = FlushReport::default();
-        let mut deferred = None;
-        defer_overflow(self.land_backlog(&mut report, true).await, &mut deferred)?;
+        let mut errors = self.land_backlog(&mut report, true, take_over).await?;
         // Passes until nothing is dirty; bounded, so that a flush under
         // constant traffic drains what was pending when it started and ends.
         // (A pending delta beyond the i64 range needs up to three passes.)
-        for _ in 0..MAX_FLUSH_PASSES {
+        // A store that is down or failing ends it: the rest stays pending.
+        let mut passes = 0;
+        while errors.iter().all(refuses_cell) && passes < MAX_FLUSH_PASSES {
+            passes += 1;
             let dirty = self.cache.dirty(u64::MAX, DIRTY_PAGE).await?;
             if dirty.is_empty() {
                 break;
             }
             let cells: Vec<Cell> = dirty.into_iter().map(|d| d.cell).collect();
-            defer_overflow(self.flush_cells(&cells, &mut report).await, &mut deferred)?;
+            errors.extend(self.flush_cells(&cells, &mut report).await);
         }
-        self.land_backlog(&mut report, true).await?;
+        if !errors.is_empty() && errors.iter().all(refuses_cell) {
+            // Refusals may depend on order: once more, after everything else.
+            errors = self.land_backlog(&mut report, true, false).await?;
+        }
         self.urgent.lock().expect("urgent lock").clear();
-        Ok(report)
+        self.outstanding_claims(&mut report).await;
+        match worst(errors) {
+            None => Ok(report),
+            Some(e) => Err(self.describe_held(e)),
+        }
+    }
+
+    /// Adds to `report` the claims other flushers hold in the cache.
+    async fn outstanding_claims(&self, report: &mut FlushReport) {
+        match self.cache.claims(0).await {
+            Ok(claims) => {
+                let backlog = self.backlog();
+                let others: Vec<&Batch> = claims.iter().filter(|c| !backlog.contains(c.id)).collect();
+                report.outstanding_claims = others.len() as u64;
+                report.oldest_claim_age = others
+                    .iter()
+                    .map(|c| c.id.created_ms())
+                    .min()
+                    .map(|ms| Duration::from_millis(now_ms().saturating_sub(ms)));
+            }
+            Err(e) => debug!(error = %e, "could not list the claims of other flushers"),
+        }
+    }
+
+    /// The error a flush returns: `e`, and what is held.
+    fn describe_held(&self, e: Error) -> Error {
+        let backlog = self.backlog();
+        let refused = backlog.refused_cells().len();
+        if refused == 0 {
+            return e;
+        }
+        let message = format!(
+            "{}; {refused} cell(s) the store refused are held and tried again every {:?}, the other cells landed",
+            e.message(),
+            self.config.refused_retry
+        );
+        let mut described = Error::new(e.kind(), message).with_source(e.clone());
+        if let Some(key) = e.key() {
+            described = described.with_key(key);
+        }
+        described
+    }
+
+    /// Cells the store refused and this engine holds.
+    pub(crate) fn held_cells(&self) -> Vec<HeldCell> {
+        let now = now_ms();
+        let mut out: Vec<HeldCell> = self
+            .backlog()
+            .all()
+            .into_iter()
+            .filter(|p: &Piece| p.error.as_ref().is_some_and(refuses_cell) && p.batch.entries.len() == 1)
+            .map(|p| HeldCell {
+                cell: p.batch.entries[0].cell.clone(),
+                delta: p.batch.entries[0].delta,
+                error: p.error.clone().expect("filtered"),
+                attempts: p.failures,
+                refused_for: Duration::from_millis(now.saturating_sub(p.failing_since_ms)),
+                next_attempt_in: Duration::from_millis(p.retry_at_ms.saturating_sub(now)),
+            })
+            .collect();
+        out.sort_by(|a, b| a.cell.cmp(&b.cell));
+        out
+    }
+
+    /// Everything not landed this engine holds, as the batches (pieces) to
+    /// land: what a crash of this process would leave behind.
+    pub(crate) fn inflight_batches(&self) -> Vec<Batch> {
+        self.backlog().all().into_iter().map(|p| Batch::clone(&p.batch)).collect()
+    }
+
+    /// (roots, cells) in the backlog.
+    pub(crate) fn backlog_size(&self) -> (usize, u64) {
+        let backlog = self.backlog();
+        (backlog.roots(), backlog.cells())
+    }
+
+    /// Shutdown could not drain, and the cache is in-process: claims what is
+    /// still pending, writes it with the backlog to the spill journal, and
+    /// forgets it all. Returns the file and what it holds (batches, cells).
+    pub(crate) async fn spill(&self) -> Result<Option<(std::path::PathBuf, usize, u64)>> {
+        let Some(journal) = &self.journal else { return Ok(None) };
+        // Whatever is still pending in the cache goes into batches too.
+        loop {
+            let dirty = self.cache.dirty(u64::MAX, DIRTY_PAGE).await?;
+            if dirty.is_empty() {
+                break;
+            }
+            let cells: Vec<Cell> = dirty.into_iter().map(|d| d.cell).collect();
+            let chunk = self.cache.capabilities().max_claim.min(self.store.capabilities().max_batch).max(1);
+            let mut claimed = false;
+            for part in cells.chunks(chunk) {
+                let batch = self.cache.claim(BatchId::new(), part).await?;
+                if !batch.is_empty() {
+                    claimed = true;
+                    self.backlog().add(Arc::new(batch), Origin::Claimed);
+                }
+            }
+            if !claimed {
+                break;
+            }
+        }
+        let pieces = self.backlog().all();
+        if pieces.is_empty() {
+            return Ok(None);
+        }
+        let batches: Vec<Batch> = pieces.iter().map(|p| Batch::clone(&p.batch)).collect();
+        let cells = batches.iter().map(|b| b.entries.len() as u64).sum();
+        let path = journal.write(&batches)?;
+        let (roots, files) = self.backlog().take_all();
+        for (root, origin) in roots {
+            if origin != Origin::Journal {
+                let _ = self.cache.ack(root).await;
+            }
+        }
+        // The batches of the files replayed are in the new file now.
+        for file in files {
+            if let Err(e) = journal.remove(&file) {
+                warn!(file = %file.display(), error = %e, "could not delete a spill journal file rewritten into a new one");
+            }
+        }
+        Ok(Some((path, batches.len(), cells)))
+    }
+
+    pub(crate) fn journal_dir(&self) -> Option<&std::path::Path> {
+        self.journal.as_ref().map(Journal::dir)
     }
 
     /// Reads the cache's gauges into the metrics and sets or clears
     /// backpressure.
     pub(crate) async fn refresh_gauges(&self) -> Result<()> {
+        let dirtied_before = self.dirtied.load(Relaxed);
         let stats = self.cache.stats().await?;
-        let held: u64 = self.held.lock().expect("held lock").iter().map(|b| b.entries.len() as u64).sum();
+        self.dirtied.fetch_sub(dirtied_before, Relaxed);
+        self.last_dirty.store(stats.dirty_cells, Relaxed);
+        let (roots, held) = self.backlog_size();
         self.metrics.pending_cells.store(stats.dirty_cells + held, Relaxed);
+        self.metrics.held_batches.store(roots as u64, Relaxed);
+        self.metrics.refused_cells.store(self.backlog().refused_cells().len() as u64, Relaxed);
+        self.metrics.open_claims.store(stats.open_claims, Relaxed);
         self.metrics.oldest_dirty_ms.store(stats.oldest_dirty_ms.unwrap_or(0), Relaxed);
-        let over = stats.dirty_cells + held >= self.config.max_pending_cells;
-        let was = self.over_bound.swap(over, Relaxed);
-        if over && !was {
-            warn!(
-                pending = stats.dirty_cells + held,
-                bound = self.config.max_pending_cells,
-                "pending bound reached: increments get backpressure"
-            );
-        }
-        if !over {
-            self.relieved.notify_waiters();
-        }
+        let over = self.pending_estimate(self.dirtied.load(Relaxed)) >= self.config.max_pending_cells;
+        self.set_over_bound(over);
         Ok(())
-    }
-
-    pub(crate) fn inflight_batches(&self) -> Vec<Batch> {
-        self.inflight.lock().expect("inflight lock").values().map(|b| Batch::clone(b)).collect()
-    }
-
-    pub(crate) fn held_batches(&self) -> usize {
-        self.held.lock().expect("held lock").len()
     }
 
     /// Removes time buckets past their retention.
@@ -398,7 +811,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         let now = epoch_secs(std::time::SystemTime::now());
         let mut total = CleanReport::default();
         for &precision in self.config.time_slices.precisions() {
-            let r = self.store.clean(precision, self.config.time_slices.cutoff(precision, now)).await?;
+            let cutoff = self.config.time_slices.cutoff(precision, now);
+            let r = self.store_call("a clean", self.store.clean(precision, cutoff)).await?;
             total.buckets_removed += r.buckets_removed;
             total.series_removed += r.series_removed;
         }
@@ -423,35 +837,50 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                     debug!(?report, "flushed");
                 }
                 Ok(_) => failures = 0,
+                Err(e) if refuses_cell(&e) => failures = 0,
                 Err(e) => {
                     failures += 1;
-                    warn!(error = %e, "background flush failed; pending deltas are kept and retried");
+                    if failures == 1 || failures.is_power_of_two() {
+                        warn!(error = %e, failures, "background flush failed; pending deltas are kept and retried");
+                    }
                 }
             }
             if let Err(e) = self.refresh_gauges().await {
                 warn!(error = %e, "could not read cache gauges");
             }
             let clean_every = self.config.time_slices.cleaner_interval().as_millis() as u64;
-            if now_ms().saturating_sub(self.last_clean_ms.load(Relaxed)) >= clean_every {
+            if now_ms().saturating_sub(self.last_clean_ms.load(Relaxed)) >= clean_every
+                && self.store_failure().is_none()
+            {
                 if let Err(e) = self.clean().await {
                     warn!(error = %e, "time-slice cleaner failed");
                 }
             }
         }
     }
+
+    /// Marks the engine closed for good.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, SeqCst);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(SeqCst)
+    }
 }
 
-/// Deltas commute, but a store holds i64 values: a batch can overflow when
-/// it lands before another batch it depends on (a held `-2^63` before an
-/// orphaned `+1`), although every total is in range once all have landed.
-/// So an overflow refusal is set aside (the batch stays held or recorded)
-/// while the other batches land, and is returned only if it persists.
-fn defer_overflow(result: Result<()>, deferred: &mut Option<Error>) -> Result<()> {
-    match result {
-        Err(e) if e.kind() == ErrorKind::Overflow => {
-            deferred.get_or_insert(e);
-            Ok(())
+/// The error that matters most among those of pieces that did not land:
+/// the store failing as a whole, then the store unreachable, then a refused
+/// cell.
+pub(crate) fn worst(errors: Vec<Error>) -> Option<Error> {
+    let rank = |e: &Error| {
+        if refuses_cell(e) {
+            2
+        } else if e.is_transient() {
+            1
+        } else {
+            0
         }
-        other => other,
-    }
+    };
+    errors.into_iter().min_by_key(rank)
 }

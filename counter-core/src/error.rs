@@ -25,6 +25,12 @@ pub enum ErrorKind {
     Config,
     /// The counters handle was shut down.
     ShutDown,
+    /// The call **was counted**, but its delta is not in the store yet: a
+    /// write-through that did not complete, or a shutdown that could not
+    /// drain. The delta is held (in the shared cache, in the spill journal,
+    /// or in this process, as the message says) under its batch identity and
+    /// lands exactly once later. Do not retry the call: it would count twice.
+    Deferred,
 }
 
 impl ErrorKind {
@@ -43,6 +49,7 @@ impl ErrorKind {
             ErrorKind::Permanent => "permanent failure",
             ErrorKind::Config => "configuration error",
             ErrorKind::ShutDown => "shut down",
+            ErrorKind::Deferred => "counted, not yet durable",
         }
     }
 }
@@ -66,13 +73,14 @@ pub struct Error {
     kind: ErrorKind,
     key: Option<String>,
     message: String,
+    value: Option<i64>,
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl Error {
     /// A new error of `kind` with a message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, key: None, message: message.into(), source: None }
+        Error { kind, key: None, message: message.into(), value: None, source: None }
     }
 
     /// Shorthand for an [`ErrorKind::Unavailable`] error with a cause.
@@ -94,6 +102,19 @@ impl Error {
     /// Attaches `key` unless the error already names one.
     pub fn or_key(self, key: impl fmt::Display) -> Self {
         if self.key.is_some() { self } else { self.with_key(key) }
+    }
+
+    /// Attaches the counter's new total, for a [`Deferred`](ErrorKind::Deferred)
+    /// error: the call was counted, and this is what it returned.
+    pub fn with_value(mut self, total: i64) -> Self {
+        self.value = Some(total);
+        self
+    }
+
+    /// The counter's new total after a call that was counted although it
+    /// failed ([`Deferred`](ErrorKind::Deferred)).
+    pub fn value(&self) -> Option<i64> {
+        self.value
     }
 
     /// Attaches the underlying cause.
@@ -153,6 +174,7 @@ impl fmt::Debug for Error {
             .field("kind", &self.kind)
             .field("key", &self.key)
             .field("message", &self.message)
+            .field("value", &self.value)
             .field("source", &self.source.as_ref().map(|s| s.to_string()))
             .finish()
     }

@@ -14,6 +14,7 @@
 //! the `conformance` crate against every backend combination.
 #![deny(missing_docs)]
 
+mod backlog;
 mod batch;
 mod cache;
 mod cell;
@@ -22,10 +23,12 @@ mod config;
 mod counters;
 mod engine;
 mod error;
+mod gate;
 mod key;
 pub mod memory;
 mod metrics;
 mod policy;
+mod spill;
 mod store;
 pub mod testing;
 mod timeslice;
@@ -35,8 +38,8 @@ pub use cache::{CacheCapabilities, CacheIncr, CacheLayer, CacheStats, CachedValu
 pub use cell::{Cell, Precision, SliceId};
 pub use combining::{CombiningCache, CombiningOptions};
 pub use config::{BackpressureMode, RetryPolicy};
-pub use counters::{Counters, CountersBuilder, IncrOptions};
-pub use engine::FlushReport;
+pub use counters::{Counters, CountersBuilder, FlushOptions, IncrOptions};
+pub use engine::{FlushReport, HeldCell};
 pub use error::{Error, ErrorKind, Result};
 pub use key::{Key, MAX_NAME_BYTES, MAX_NAMESPACE_BYTES};
 pub use memory::{MemoryCache, MemoryStore};

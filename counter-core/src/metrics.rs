@@ -25,10 +25,15 @@ thread_local! {
     static STRIPE: StdCell<usize> = StdCell::new(NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES);
 }
 
+/// This thread's stripe: a small number, fixed per thread, spreading
+/// threads over striped counters.
+pub(crate) fn stripe() -> usize {
+    STRIPE.with(|s| s.get())
+}
+
 impl StripedCounter {
     pub(crate) fn add(&self, n: u64) {
-        let i = STRIPE.with(|s| s.get());
-        self.stripes[i].0.fetch_add(n, Relaxed);
+        self.stripes[stripe()].0.fetch_add(n, Relaxed);
     }
 
     pub(crate) fn get(&self) -> u64 {
@@ -47,6 +52,9 @@ pub(crate) struct Metrics {
     pub(crate) recovered_claims: AtomicU64,
     pub(crate) backpressure: AtomicU64,
     pub(crate) pending_cells: AtomicU64,
+    pub(crate) held_batches: AtomicU64,
+    pub(crate) refused_cells: AtomicU64,
+    pub(crate) open_claims: AtomicU64,
     /// Oldest dirty stamp, ms since the epoch; 0 when none.
     pub(crate) oldest_dirty_ms: AtomicU64,
     pub(crate) store_nanos: AtomicU64,
@@ -72,6 +80,10 @@ impl Metrics {
             recovered_claims: self.recovered_claims.load(Relaxed),
             backpressure_rejections: self.backpressure.load(Relaxed),
             pending_cells: self.pending_cells.load(Relaxed),
+            held_batches: self.held_batches.load(Relaxed),
+            refused_cells: self.refused_cells.load(Relaxed),
+            open_claims: self.open_claims.load(Relaxed),
+            store_failure: None,
             oldest_pending_age: (oldest != 0)
                 .then(|| Duration::from_millis(crate::batch::now_ms().saturating_sub(oldest))),
             store_applies: calls,
@@ -99,8 +111,20 @@ pub struct MetricsSnapshot {
     pub recovered_claims: u64,
     /// Increments refused with a backpressure error.
     pub backpressure_rejections: u64,
-    /// Cells with a pending delta, at the last reading of the cache.
+    /// Cells not durable yet, at the last reading: pending in the cache,
+    /// plus those taken from it in batches that have not landed.
     pub pending_cells: u64,
+    /// Batches this handle claimed (or adopted) that have not landed in
+    /// full: being applied, waiting for a retry, or holding refused cells.
+    pub held_batches: u64,
+    /// Cells the store refused for good, held and tried again on a slow
+    /// schedule (see [`Counters::held_cells`](crate::Counters::held_cells)).
+    pub refused_cells: u64,
+    /// Claims recorded in the cache and not acknowledged (every
+    /// process's), at the last reading.
+    pub open_claims: u64,
+    /// The store's permanent failure that stops flushing, while it lasts.
+    pub store_failure: Option<String>,
     /// Age of the oldest pending delta, at the last reading of the cache.
     pub oldest_pending_age: Option<Duration>,
     /// Calls to the store's `apply`.

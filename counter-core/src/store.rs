@@ -108,9 +108,37 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug + 'static {
     /// What this store can do.
     fn capabilities(&self) -> StoreCapabilities;
 
-    /// Applies every delta of `batch` once. A delta that would take a value
-    /// out of the i64 range fails the whole batch with
-    /// [`Overflow`](crate::ErrorKind::Overflow) and changes nothing.
+    /// Checks that the store can keep the protocol (atomic batches recorded
+    /// by identity, the expected key schema). The engine calls it once,
+    /// before it acknowledges the first write; an error there refuses every
+    /// write. A store that cannot keep the protocol answers a
+    /// [`Permanent`](crate::ErrorKind::Permanent) error saying why. The
+    /// default does nothing.
+    async fn probe(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Applies every delta of `batch` once, atomically: all of it, or (on
+    /// any error) nothing.
+    ///
+    /// With `guards` the batch's identity and those of its
+    /// [`lineage`](Batch::lineage), the contract is:
+    ///
+    /// 1. if any guard was recorded as applied, change nothing and answer
+    ///    [`AlreadyApplied`](ApplyOutcome::AlreadyApplied) (the batch, or a
+    ///    batch it is part of, landed before);
+    /// 2. else if [`id.split_marker()`](crate::BatchId::split_marker) was
+    ///    recorded, change nothing and answer [`Split`](ApplyOutcome::Split)
+    ///    (a part of it landed; it must never land whole);
+    /// 3. else add every delta, record the identity as applied and the split
+    ///    marker of every batch of the lineage, in one atomic step, and
+    ///    answer [`Applied`](ApplyOutcome::Applied).
+    ///
+    /// A delta that would take a value out of the i64 range fails the whole
+    /// batch with [`Overflow`](crate::ErrorKind::Overflow), naming the key,
+    /// and changes nothing; so does any other refusal of one cell, which
+    /// should name its key too, so that the engine can split the batch and
+    /// land the other cells.
     async fn apply(&self, batch: &Batch) -> Result<ApplyOutcome>;
 
     /// The durable value of each key, `None` where the store has none.

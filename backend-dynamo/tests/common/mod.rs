@@ -40,10 +40,10 @@ pub fn key(name: &str) -> Key {
 }
 
 pub fn counter_batch(entries: &[(&Key, i64)]) -> Batch {
-    Batch {
-        id: BatchId::new(),
-        entries: entries.iter().map(|(k, d)| BatchEntry { cell: Cell::Counter((*k).clone()), delta: *d }).collect(),
-    }
+    Batch::claimed(
+        BatchId::new(),
+        entries.iter().map(|(k, d)| BatchEntry { cell: Cell::Counter((*k).clone()), delta: *d }).collect(),
+    )
 }
 
 pub fn slice_entry(k: &Key, precision: u32, start: i64, delta: i64) -> BatchEntry {

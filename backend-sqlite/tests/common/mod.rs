@@ -37,7 +37,7 @@ pub fn slice(key: &Key, secs: u32, start: i64, delta: i64) -> BatchEntry {
 }
 
 pub fn batch(entries: Vec<BatchEntry>) -> Batch {
-    Batch { id: BatchId::new(), entries }
+    Batch::claimed(BatchId::new(), entries)
 }
 
 /// The file's bytes, to check that something left it untouched.

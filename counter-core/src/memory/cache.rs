@@ -271,7 +271,7 @@ impl CacheLayer for MemoryCache {
     }
 
     async fn claim(&self, id: BatchId, cells: &[Cell]) -> Result<Batch> {
-        let mut batch = Batch { id, entries: Vec::with_capacity(cells.len()) };
+        let mut batch = Batch::claimed(id, Vec::with_capacity(cells.len()));
         let mut seen = HashSet::new();
         for cell in cells {
             if !seen.insert(cell) {

@@ -57,8 +57,11 @@ impl DurableStore for MemoryStore {
 
     async fn apply(&self, batch: &Batch) -> Result<ApplyOutcome> {
         let mut data = self.data.lock().expect("store lock");
-        if data.applied.contains(&batch.id) {
+        if std::iter::once(&batch.id).chain(&batch.lineage).any(|id| data.applied.contains(id)) {
             return Ok(ApplyOutcome::AlreadyApplied);
+        }
+        if data.applied.contains(&batch.id.split_marker()) {
+            return Ok(ApplyOutcome::Split);
         }
         // Compute every new value first: all of the batch or none of it.
         let mut counters: HashMap<&Key, i64> = HashMap::new();
@@ -99,6 +102,7 @@ impl DurableStore for MemoryStore {
             data.series.entry(series).or_default().insert(start, value);
         }
         data.applied.insert(batch.id);
+        data.applied.extend(batch.lineage.iter().map(|id| id.split_marker()));
         Ok(ApplyOutcome::Applied)
     }
 
