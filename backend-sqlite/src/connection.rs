@@ -1,9 +1,10 @@
 //! Opening and configuring connections to the store's file.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use counter_core::{Error, ErrorKind, Result};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tracing::warn;
 
 use crate::errors::Context;
@@ -19,13 +20,34 @@ const STATEMENT_CACHE: usize = 32;
 pub(crate) fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connection> {
     let mut conn = open_file(path, options, OpenFlags::SQLITE_OPEN_CREATE)?;
     schema::ensure(&mut conn, path)?;
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).context("turning on WAL mode")?;
+    let mode = turn_on_wal(&conn, options.busy_timeout)?;
     if !mode.eq_ignore_ascii_case("wal") {
         warn!(path = %path.display(), mode, "SQLite could not use WAL mode; readers will wait for writers");
     }
     conn.pragma_update(None, "synchronous", "NORMAL").context("setting synchronous = NORMAL")?;
     Ok(conn)
+}
+
+/// Turns on WAL mode and returns the mode the file is in now.
+///
+/// Switching a new file to WAL takes its write lock from inside a read, and
+/// SQLite answers `SQLITE_BUSY` at once there rather than calling the busy
+/// handler (waiting could deadlock), so processes opening a new file
+/// together would fail now and then. The switch is retried instead, for at
+/// most the busy timeout: each attempt ends its read, so whoever holds the
+/// lock can finish.
+fn turn_on_wal(conn: &Connection, busy_timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + busy_timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) && Instant::now() + pause < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            result => return result.context("turning on WAL mode"),
+        }
+    }
 }
 
 /// Opens a read connection to a file the writer has already checked.

@@ -71,7 +71,17 @@ enum State {
 /// not SQLite, belongs to another application or has a newer schema gets a
 /// [`Permanent`](ErrorKind::Permanent) error and is not modified.
 pub(crate) fn ensure(conn: &mut Connection, path: &Path) -> Result<()> {
-    if inspect(conn, path)? == State::Ours(SCHEMA_VERSION) {
+    // The three reads of `inspect` must see one snapshot: read one by one,
+    // they can straddle another process's creation of the schema (an
+    // application id of 0 read before its commit, the tables after) and
+    // refuse a file that is ours. A deferred transaction that only reads
+    // takes no write lock; dropping it ends it.
+    let snapshot = conn
+        .transaction_with_behavior(TransactionBehavior::Deferred)
+        .map_err(|e| refused(path, e, "could not start a read transaction"))?;
+    let state = inspect(&snapshot, path)?;
+    drop(snapshot);
+    if state == State::Ours(SCHEMA_VERSION) {
         return check_tables(conn, path);
     }
     // Check again under the write lock: another process may be creating or
@@ -98,7 +108,8 @@ pub(crate) fn ensure(conn: &mut Connection, path: &Path) -> Result<()> {
     check_tables(conn, path)
 }
 
-/// Reads the header and the schema size without writing anything.
+/// Reads the header and the schema size without writing anything. Call it
+/// inside a transaction, so that the three reads are one snapshot.
 fn inspect(conn: &Connection, path: &Path) -> Result<State> {
     let application_id: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
