@@ -3,13 +3,16 @@
 
 use std::time::Duration;
 
-use counter_core::{ApplyOutcome, Batch, Cell, Error, ErrorKind, Key, Result, now_ms};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use counter_core::{ApplyOutcome, Batch, BatchId, Cell, Error, ErrorKind, Key, Result, now_ms};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::errors::{Context, from_sqlite};
 
 const SEEN: &str = "SELECT EXISTS (SELECT 1 FROM applied_batches WHERE id = ?1)";
 const REMEMBER: &str = "INSERT INTO applied_batches (id, applied_ms) VALUES (?1, ?2)";
+/// A split marker: the right half of a batch records the marker its left
+/// half recorded already, so a marker may be there.
+const REMEMBER_SPLIT: &str = "INSERT INTO applied_batches (id, applied_ms) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING";
 const COUNTER_VALUE: &str = "SELECT value FROM counters WHERE namespace = ?1 AND name = ?2";
 const COUNTER_SET: &str = "INSERT INTO counters (namespace, name, value) VALUES (?1, ?2, ?3) \
      ON CONFLICT (namespace, name) DO UPDATE SET value = excluded.value";
@@ -22,28 +25,40 @@ const FORGET: &str = "DELETE FROM applied_batches WHERE applied_ms < ?1";
 
 /// The 16 bytes a batch identity is kept as: big-endian, so that the blob
 /// order is the identities' (time) order.
-pub(crate) fn id_bytes(batch: &Batch) -> [u8; 16] {
-    batch.id.as_u128().to_be_bytes()
+pub(crate) fn id_bytes(id: BatchId) -> [u8; 16] {
+    id.as_u128().to_be_bytes()
 }
 
-/// Applies `batch` in one `BEGIN IMMEDIATE` transaction: nothing if its
-/// identity is already recorded, otherwise every delta plus the identity.
+/// Whether `id` is in `applied_batches`.
+fn recorded(tx: &Transaction<'_>, id: BatchId, what: &str) -> Result<bool> {
+    let id = id_bytes(id);
+    tx.prepare_cached(SEEN).and_then(|mut s| s.query_row([&id[..]], |r| r.get(0))).context(what)
+}
+
+/// Applies `batch` in one `BEGIN IMMEDIATE` transaction, following the
+/// contract of [`DurableStore::apply`](counter_core::DurableStore::apply):
+/// nothing if its identity or one of its lineage is recorded
+/// (`AlreadyApplied`), nothing if its split marker is (`Split`), otherwise
+/// every delta plus its identity and the split marker of every batch of its
+/// lineage.
 ///
 /// Each new value is computed in Rust with `checked_add` from the value read
 /// under the write lock, so an overflow fails the whole batch (the
 /// transaction is rolled back) instead of SQLite turning the sum into a REAL.
 /// Any error rolls the transaction back: nothing is half-applied.
 pub(crate) fn apply(conn: &mut Connection, batch: &Batch) -> Result<ApplyOutcome> {
-    let id = id_bytes(batch);
     let what = |doing: &str| format!("{doing} batch {}", batch.id);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .context(&what("locking the SQLite store to apply"))?;
-    let seen: bool =
-        tx.prepare_cached(SEEN).and_then(|mut s| s.query_row([&id[..]], |r| r.get(0))).context(&what("looking up"))?;
-    if seen {
-        // Dropping the transaction rolls it back; it wrote nothing anyway.
-        return Ok(ApplyOutcome::AlreadyApplied);
+    // Dropping the transaction rolls it back; it wrote nothing anyway.
+    for guard in std::iter::once(batch.id).chain(batch.lineage.iter().copied()) {
+        if recorded(&tx, guard, &what("looking up"))? {
+            return Ok(ApplyOutcome::AlreadyApplied);
+        }
+    }
+    if recorded(&tx, batch.id.split_marker(), &what("looking up the split marker of"))? {
+        return Ok(ApplyOutcome::Split);
     }
     for entry in &batch.entries {
         let key = entry.cell.key();
@@ -75,9 +90,15 @@ pub(crate) fn apply(conn: &mut Connection, batch: &Batch) -> Result<ApplyOutcome
             }
         }
     }
+    let now = now_ms() as i64;
     tx.prepare_cached(REMEMBER)
-        .and_then(|mut s| s.execute(params![&id[..], now_ms() as i64]))
+        .and_then(|mut s| s.execute(params![&id_bytes(batch.id)[..], now]))
         .context(&what("recording"))?;
+    for ancestor in &batch.lineage {
+        tx.prepare_cached(REMEMBER_SPLIT)
+            .and_then(|mut s| s.execute(params![&id_bytes(ancestor.split_marker())[..], now]))
+            .context(&what("recording the split markers of"))?;
+    }
     tx.commit().context(&what("committing"))?;
     Ok(ApplyOutcome::Applied)
 }

@@ -116,7 +116,7 @@ impl SqliteStore {
         &self.inner.options
     }
 
-    /// Number of batch identities remembered.
+    /// Number of batch identities remembered (split markers included).
     pub async fn applied_batches(&self) -> Result<u64> {
         self.read(|conn| {
             let n: i64 = conn

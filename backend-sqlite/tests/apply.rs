@@ -141,3 +141,93 @@ async fn a_lock_held_too_long_is_transient_and_changes_nothing() {
     assert_eq!(store.apply(&pending).await.unwrap(), ApplyOutcome::AlreadyApplied);
     assert_eq!(store.get_many(&[k]).await.unwrap(), [Some(1)]);
 }
+
+/// The split contract of `DurableStore::apply`: a batch and a part of it
+/// never both land.
+mod split {
+    use super::*;
+    use counter_core::{Batch, BatchId};
+
+    fn four(names: [&str; 4]) -> (Vec<counter_core::Key>, Batch) {
+        let keys: Vec<_> = names.iter().map(|n| key("s", n)).collect();
+        let entries = keys.iter().zip([1, 2, 3, 4]).map(|(k, d)| counter(k, d)).collect();
+        (keys, Batch::claimed(BatchId::new(), entries))
+    }
+
+    #[tokio::test]
+    async fn a_batch_applied_whole_refuses_its_parts() {
+        let (_dir, store) = temp_store().await;
+        let (keys, whole) = four(["a", "b", "c", "d"]);
+        assert_eq!(store.apply(&whole).await.unwrap(), ApplyOutcome::Applied);
+        let (left, right) = whole.halves().unwrap();
+        let (grandchild, _) = right.halves().unwrap();
+        for part in [&left, &right, &grandchild] {
+            assert_eq!(store.apply(part).await.unwrap(), ApplyOutcome::AlreadyApplied, "{:?}", part.id);
+        }
+        assert_eq!(store.get_many(&keys).await.unwrap(), [Some(1), Some(2), Some(3), Some(4)]);
+        assert_eq!(store.applied_batches().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn after_a_half_landed_the_whole_is_split_and_each_half_lands_once() {
+        let (_dir, store) = temp_store().await;
+        let (keys, whole) = four(["a", "b", "c", "d"]);
+        let (left, right) = whole.halves().unwrap();
+        assert_eq!(left.entries.len(), 2);
+        assert_eq!(store.apply(&left).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(store.apply(&whole).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(store.get_many(&keys).await.unwrap(), [Some(1), Some(2), None, None]);
+        assert_eq!(store.apply(&right).await.unwrap(), ApplyOutcome::Applied);
+        for again in [&left, &right] {
+            assert_eq!(store.apply(again).await.unwrap(), ApplyOutcome::AlreadyApplied);
+        }
+        // A part of a landed half: already in.
+        let (grandchild, other) = left.halves().unwrap();
+        assert_eq!(store.apply(&grandchild).await.unwrap(), ApplyOutcome::AlreadyApplied);
+        assert_eq!(store.apply(&other).await.unwrap(), ApplyOutcome::AlreadyApplied);
+        assert_eq!(store.apply(&whole).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(store.get_many(&keys).await.unwrap(), [Some(1), Some(2), Some(3), Some(4)]);
+        // The halves and the whole's split marker, which the right half
+        // recorded again without harm.
+        assert_eq!(store.applied_batches().await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_grandchild_landing_splits_its_parent_and_the_root() {
+        let (_dir, store) = temp_store().await;
+        let (keys, whole) = four(["a", "b", "c", "d"]);
+        let (left, right) = whole.halves().unwrap();
+        let (right_left, right_right) = right.halves().unwrap();
+        assert_eq!(right_left.lineage, vec![whole.id, right.id]);
+        assert_eq!(store.apply(&right_left).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(store.apply(&whole).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(store.apply(&right).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(store.apply(&left).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(store.apply(&right_right).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(store.apply(&right_left).await.unwrap(), ApplyOutcome::AlreadyApplied);
+        assert_eq!(store.get_many(&keys).await.unwrap(), [Some(1), Some(2), Some(3), Some(4)]);
+    }
+
+    #[tokio::test]
+    async fn an_overflow_in_a_half_changes_nothing_and_records_no_marker() {
+        let (_dir, store) = temp_store().await;
+        let (keys, whole) = four(["a", "b", "c", "d"]);
+        // "d" is one short of the top: the right half (c, d) overflows.
+        store.apply(&batch(vec![counter(&keys[3], i64::MAX - 1)])).await.unwrap();
+        let before = store.applied_batches().await.unwrap();
+        let (left, right) = whole.halves().unwrap();
+        let e = store.apply(&right).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Overflow, "{e}");
+        assert_eq!(e.key(), Some("s/d"), "{e}");
+        assert_eq!(store.get_many(&keys).await.unwrap(), [None, None, None, Some(i64::MAX - 1)]);
+        assert_eq!(store.applied_batches().await.unwrap(), before);
+        // No split marker: the whole is tried (and refused) rather than
+        // answered Split.
+        let e = store.apply(&whole).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Overflow, "{e}");
+        // The other half still lands, and then the whole is split.
+        assert_eq!(store.apply(&left).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(store.apply(&whole).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(store.get_many(&keys).await.unwrap(), [Some(1), Some(2), None, Some(i64::MAX - 1)]);
+    }
+}
