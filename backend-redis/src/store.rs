@@ -16,7 +16,7 @@
 //! | `<P>count:<p>:<key>` | hash | field = bucket start in epoch seconds (decimal) → the bucket's count (decimal `i64`) |
 //! | `<P>known:` | sorted set | member `<p>:<key>`, score 0: every time series that has buckets |
 //! | `<P>series:<key>` | set | the precisions (decimal) of `<key>`'s series, so `delete` finds them |
-//! | `<P>batch:<batch id>` | string | marker of an applied batch, expiring after [`RedisStoreOptions::batch_retention`] |
+//! | `<P>batch:<batch id>` | string | marker of an applied batch, or of a split marker (`id.split_marker()` of a batch a part of which was applied), expiring after [`RedisStoreOptions::batch_retention`] |
 //!
 //! The `count:` and `known:` keys are the layout of "Redis in Action"
 //! (section 5.2.1): with the default empty prefix their names are literal
@@ -33,14 +33,22 @@
 //! batch is applied by one script that adds every delta with `HINCRBY`
 //! (exact, and refusing to overflow), passing deltas as decimal strings and
 //! reading new values back as strings. A script is atomic on a standalone
-//! server, and the batch script makes it all-or-nothing: it checks the batch
-//! marker first (a batch seen before changes nothing), checks the types of
-//! every key it will touch, and if an `HINCRBY` fails (overflow, or a value
-//! that is not an integer) it restores every field it already changed from
-//! the string it read before (or deletes a field it created) and reports
-//! which entry failed. Only then does it update the indexes (`names:`,
-//! `top:`, `known:`, `series:`) and write the marker. A Redis Cluster cannot
-//! run one script across hash slots, so this store refuses Cluster targets.
+//! server, and the batch script makes it all-or-nothing: it checks the
+//! markers first, checks the types of every key it will touch, and if an
+//! `HINCRBY` fails (overflow, or a value that is not an integer) it
+//! restores every field it already changed from the string it read before
+//! (or deletes a field it created) and reports which entry failed. Only
+//! then does it update the indexes (`names:`, `top:`, `known:`, `series:`)
+//! and write the markers. A Redis Cluster cannot run one script across hash
+//! slots, so this store refuses Cluster targets.
+//!
+//! The markers keep the split contract of [`DurableStore::apply`]: the
+//! script gets as `KEYS` the markers of the batch and of every batch of its
+//! [`lineage`](Batch::lineage) (any of them present: `AlreadyApplied`), the
+//! marker of the batch's [`split_marker`](BatchId::split_marker) (present:
+//! `Split`), and the markers of the split markers of its lineage, which it
+//! sets with the batch's own marker when it applies the deltas. All are
+//! `<P>batch:` strings with the same expiry.
 //!
 //! Top-N uses the `top:` scores only to find candidates: rounding an `i64`
 //! to a double is monotone, so every counter among the exact top N has a
@@ -52,8 +60,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use counter_core::{
-    ApplyOutcome, Batch, BatchEntry, Cell, CleanReport, DurableStore, Error, ErrorKind, Key, ListOrder, ListQuery,
-    Precision, Result, StoreCapabilities,
+    ApplyOutcome, Batch, BatchEntry, BatchId, Cell, CleanReport, DurableStore, Error, ErrorKind, Key, ListOrder,
+    ListQuery, Precision, Result, StoreCapabilities,
 };
 use redis::{Value, cmd};
 use tracing::info;
@@ -172,8 +180,10 @@ impl Layout {
         format!("{}series:{key}", self.prefix)
     }
 
-    fn batch(&self, batch: &Batch) -> String {
-        format!("{}batch:{}", self.prefix, batch.id)
+    /// The marker of a batch identity (an applied batch's, or a split
+    /// marker).
+    fn batch(&self, id: BatchId) -> String {
+        format!("{}batch:{id}", self.prefix)
     }
 }
 
@@ -200,7 +210,7 @@ impl Layout {
 /// | `<P>count:<p>:<key>` | hash | field = bucket start, epoch seconds → count ("Redis in Action") |
 /// | `<P>known:` | sorted set | member `<p>:<key>`, score 0 ("Redis in Action") |
 /// | `<P>series:<key>` | set | the precisions of `<key>`'s time series |
-/// | `<P>batch:<batch id>` | string | marker of an applied batch, expiring after the retention |
+/// | `<P>batch:<batch id>` | string | marker of an applied batch or a split marker, expiring after the retention |
 ///
 /// With the default empty prefix, code written for the book's layout reads
 /// and cleans this store's time series, and this store reads and cleans
@@ -428,7 +438,17 @@ impl DurableStore for RedisStore {
         let layout = &self.layout;
         let known = layout.known();
         let mut invocation = scripts::APPLY.prepare_invoke();
-        invocation.key(layout.batch(batch)).arg(self.retention_secs);
+        // The split contract: the guards (the batch and its lineage), the
+        // batch's split marker, then the split markers the batch records.
+        invocation.key(layout.batch(batch.id));
+        for ancestor in &batch.lineage {
+            invocation.key(layout.batch(*ancestor));
+        }
+        invocation.key(layout.batch(batch.id.split_marker()));
+        for ancestor in &batch.lineage {
+            invocation.key(layout.batch(ancestor.split_marker()));
+        }
+        invocation.arg(self.retention_secs).arg(batch.lineage.len());
         for entry in &batch.entries {
             let delta = entry.delta.to_string();
             match &entry.cell {
@@ -465,6 +485,7 @@ impl DurableStore for RedisStore {
         match reply.as_slice() {
             [Value::Int(status::APPLIED)] => Ok(ApplyOutcome::Applied),
             [Value::Int(status::ALREADY_APPLIED)] => Ok(ApplyOutcome::AlreadyApplied),
+            [Value::Int(status::SPLIT)] => Ok(ApplyOutcome::Split),
             [Value::Int(status::OVERFLOW), i] if entry(i).is_some() => {
                 let cell = &entry(i).expect("checked").cell;
                 Err(Error::new(

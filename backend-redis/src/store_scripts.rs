@@ -11,7 +11,8 @@ use redis::Script;
 pub(crate) mod status {
     /// The batch was applied now.
     pub(crate) const APPLIED: i64 = 0;
-    /// The batch marker exists: nothing was changed.
+    /// The marker of the batch or of a batch of its lineage exists: nothing
+    /// was changed.
     pub(crate) const ALREADY_APPLIED: i64 = 1;
     /// Entry `i` (1-based, second element) would overflow; nothing was changed.
     pub(crate) const OVERFLOW: i64 = 2;
@@ -21,58 +22,77 @@ pub(crate) mod status {
     /// Entry `i` (or the counter, for delete) names a Redis key (third
     /// element) holding another data type; nothing was changed.
     pub(crate) const WRONG_TYPE: i64 = 4;
+    /// The batch's split marker exists (a part of it was applied): nothing
+    /// was changed.
+    pub(crate) const SPLIT: i64 = 5;
 }
 
-/// Applies a batch once.
+/// Applies a batch once, following the split contract of
+/// [`DurableStore::apply`](counter_core::DurableStore::apply).
 ///
-/// - `KEYS[1]`: the batch marker. Then three keys per entry: for a counter
-///   its values hash, names set and top set; for a time slice its
-///   `count:` hash, its series set and the `known:` set.
-/// - `ARGV[1]`: the marker's lifetime in seconds. Then five per entry: kind
-///   (`c` or `s`), hash field (name or bucket start), delta (decimal), the
-///   `known:` member (slices) and the precision (slices).
+/// - `KEYS[1]`: the batch marker. Then, with `L` the length of the batch's
+///   lineage: the `L` markers of its lineage (guards), the marker of its own
+///   split marker, and the `L` markers of the split markers of its lineage
+///   (to create). Then three keys per entry: for a counter its values hash,
+///   names set and top set; for a time slice its `count:` hash, its series
+///   set and the `known:` set.
+/// - `ARGV[1]`: the markers' lifetime in seconds, `ARGV[2]`: `L`. Then five
+///   per entry: kind (`c` or `s`), hash field (name or bucket start), delta
+///   (decimal), the `known:` member (slices) and the precision (slices).
 ///
-/// Order: marker check; type checks of every key (so that nothing below can
-/// fail half-way); every `HINCRBY` through `redis.pcall`, remembering the
-/// field's previous string, undone in reverse order from those strings on
-/// the first failure (overflow leaves the failing field unchanged by
+/// Order: marker checks (the batch's and its lineage's: `{1}`; then its
+/// split marker: `{5}`); type checks of every key (so that nothing below
+/// can fail half-way); every `HINCRBY` through `redis.pcall`, remembering
+/// the field's previous string, undone in reverse order from those strings
+/// on the first failure (overflow leaves the failing field unchanged by
 /// itself); then the index updates (names, top score from the new value's
-/// string, `known:`, series set) and the marker with its expiry.
+/// string, `known:`, series set) and the markers (the batch's and the split
+/// markers of its lineage) with their expiry.
 pub(crate) static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {1}
-end
-local n = (#KEYS - 1) / 3
-local want = {}
-for i = 1, n do
-  if ARGV[5 * i - 3] == 'c' then
-    want[3 * i - 1], want[3 * i], want[3 * i + 1] = 'hash', 'zset', 'zset'
-  else
-    want[3 * i - 1], want[3 * i], want[3 * i + 1] = 'hash', 'set', 'zset'
+local L = tonumber(ARGV[2])
+for k = 1, L + 1 do
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    return {1}
   end
 end
-for k = 2, #KEYS do
+if redis.call('EXISTS', KEYS[L + 2]) == 1 then
+  return {5}
+end
+local o = 2 * L + 2
+local n = (#KEYS - o) / 3
+local function hk(i) return KEYS[o + 3 * i - 2] end
+local function kind(i) return ARGV[5 * i - 2] end
+local function field(i) return ARGV[5 * i - 1] end
+local want = {}
+for i = 1, n do
+  if kind(i) == 'c' then
+    want[o + 3 * i - 2], want[o + 3 * i - 1], want[o + 3 * i] = 'hash', 'zset', 'zset'
+  else
+    want[o + 3 * i - 2], want[o + 3 * i - 1], want[o + 3 * i] = 'hash', 'set', 'zset'
+  end
+end
+for k = o + 1, #KEYS do
   local t = redis.call('TYPE', KEYS[k])['ok']
   if t ~= 'none' and t ~= want[k] then
-    return {4, math.floor((k + 1) / 3), KEYS[k]}
+    return {4, math.floor((k - o + 2) / 3), KEYS[k]}
   end
 end
 local old = {}
 local function undo(upto)
   for j = upto, 1, -1 do
     if old[j] == false then
-      redis.call('HDEL', KEYS[3 * j - 1], ARGV[5 * j - 2])
+      redis.call('HDEL', hk(j), field(j))
     else
-      redis.call('HSET', KEYS[3 * j - 1], ARGV[5 * j - 2], old[j])
+      redis.call('HSET', hk(j), field(j), old[j])
     end
   end
 end
 for i = 1, n do
-  local h, f = KEYS[3 * i - 1], ARGV[5 * i - 2]
+  local h, f = hk(i), field(i)
   local prev = redis.call('HGET', h, f)
-  local r = redis.pcall('HINCRBY', h, f, ARGV[5 * i - 1])
+  local r = redis.pcall('HINCRBY', h, f, ARGV[5 * i])
   if type(r) == 'table' and r['err'] then
     undo(i - 1)
     if string.find(r['err'], 'overflow', 1, true) then
@@ -83,16 +103,19 @@ for i = 1, n do
   old[i] = prev
 end
 for i = 1, n do
-  local f = ARGV[5 * i - 2]
-  if ARGV[5 * i - 3] == 'c' then
-    redis.call('ZADD', KEYS[3 * i], 0, f)
-    redis.call('ZADD', KEYS[3 * i + 1], redis.call('HGET', KEYS[3 * i - 1], f), f)
+  local f = field(i)
+  if kind(i) == 'c' then
+    redis.call('ZADD', KEYS[o + 3 * i - 1], 0, f)
+    redis.call('ZADD', KEYS[o + 3 * i], redis.call('HGET', hk(i), f), f)
   else
-    redis.call('SADD', KEYS[3 * i], ARGV[5 * i + 1])
-    redis.call('ZADD', KEYS[3 * i + 1], 0, ARGV[5 * i])
+    redis.call('SADD', KEYS[o + 3 * i - 1], ARGV[5 * i + 2])
+    redis.call('ZADD', KEYS[o + 3 * i], 0, ARGV[5 * i + 1])
   end
 end
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+for k = L + 3, o do
+  redis.call('SET', KEYS[k], '1', 'EX', ARGV[1])
+end
 return {0}
 "#,
     )

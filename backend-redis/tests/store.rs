@@ -776,3 +776,125 @@ async fn a_key_of_another_type_is_a_permanent_error_and_changes_nothing() {
     assert_eq!(e.kind(), ErrorKind::Permanent, "{e}");
     assert_eq!(snapshot(&f.raw, &f.prefix).await, before);
 }
+
+/// The split contract of `DurableStore::apply`: a batch and a part of it
+/// never both land. The batch has three counters and a time slice, so its
+/// right half (and that half's halves) carries a slice behind the extra
+/// marker keys.
+mod split {
+    use super::*;
+
+    struct Split {
+        keys: Vec<Key>,
+        whole: Batch,
+        left: Batch,
+        right: Batch,
+    }
+
+    fn split_batch() -> Split {
+        let keys: Vec<Key> = ["a", "b", "c", "d"].iter().map(|n| key("s", n)).collect();
+        let entries =
+            vec![counter(&keys[0], 1), counter(&keys[1], 2), counter(&keys[2], 3), slice(&keys[3], 60, 600, 4)];
+        let whole = Batch::claimed(BatchId::new(), entries);
+        let (left, right) = whole.halves().unwrap();
+        assert_eq!(left.entries.len(), 2);
+        Split { keys, whole, left, right }
+    }
+
+    async fn values(f: &Fixture, s: &Split) -> (Vec<Option<i64>>, Vec<(i64, i64)>) {
+        (f.store.get_many(&s.keys[..3]).await.unwrap(), f.store.series(&s.keys[3], p(60), 0, 1_000).await.unwrap())
+    }
+
+    async fn marker_ttl(f: &Fixture, id: BatchId) -> i64 {
+        query(&f.raw, redis::cmd("TTL").arg(format!("{}batch:{id}", f.prefix))).await
+    }
+
+    #[tokio::test]
+    async fn a_batch_applied_whole_refuses_its_parts() {
+        let Some(f) = fixture().await else { return };
+        let s = split_batch();
+        assert_eq!(f.store.apply(&s.whole).await.unwrap(), ApplyOutcome::Applied);
+        let before = snapshot(&f.raw, &f.prefix).await;
+        let (grandchild, _) = s.right.halves().unwrap();
+        for part in [&s.left, &s.right, &grandchild] {
+            assert_eq!(f.store.apply(part).await.unwrap(), ApplyOutcome::AlreadyApplied, "{:?}", part.id);
+        }
+        assert_eq!(snapshot(&f.raw, &f.prefix).await, before);
+        assert_eq!(values(&f, &s).await, (vec![Some(1), Some(2), Some(3)], vec![(600, 4)]));
+    }
+
+    #[tokio::test]
+    async fn after_a_half_landed_the_whole_is_split_and_each_half_lands_once() {
+        let Some(f) = fixture().await else { return };
+        let s = split_batch();
+        assert_eq!(f.store.apply(&s.left).await.unwrap(), ApplyOutcome::Applied);
+        let week = 7 * 24 * 3600;
+        let ttl = marker_ttl(&f, s.whole.id.split_marker()).await;
+        assert!((week - 60..=week).contains(&ttl), "the split marker expires like a batch marker: TTL {ttl}");
+        assert_eq!(marker_ttl(&f, s.whole.id).await, -2, "the whole was not applied");
+        let before = snapshot(&f.raw, &f.prefix).await;
+        assert_eq!(f.store.apply(&s.whole).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(snapshot(&f.raw, &f.prefix).await, before, "a Split answer changes nothing");
+        assert_eq!(values(&f, &s).await, (vec![Some(1), Some(2), None], vec![]));
+        assert_eq!(f.store.apply(&s.right).await.unwrap(), ApplyOutcome::Applied);
+        for again in [&s.left, &s.right] {
+            assert_eq!(f.store.apply(again).await.unwrap(), ApplyOutcome::AlreadyApplied);
+        }
+        let (left_left, left_right) = s.left.halves().unwrap();
+        let (right_left, _) = s.right.halves().unwrap();
+        for part in [&left_left, &left_right, &right_left] {
+            assert_eq!(f.store.apply(part).await.unwrap(), ApplyOutcome::AlreadyApplied, "a part of a landed half");
+        }
+        assert_eq!(f.store.apply(&s.whole).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(values(&f, &s).await, (vec![Some(1), Some(2), Some(3)], vec![(600, 4)]));
+    }
+
+    #[tokio::test]
+    async fn a_grandchild_landing_splits_its_parent_and_the_root() {
+        let Some(f) = fixture().await else { return };
+        let s = split_batch();
+        let (right_left, right_right) = s.right.halves().unwrap();
+        assert_eq!(right_right.lineage, vec![s.whole.id, s.right.id]);
+        assert!(matches!(right_right.entries[0].cell, Cell::Slice(_)));
+        assert_eq!(f.store.apply(&right_right).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(f.store.apply(&s.whole).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(f.store.apply(&s.right).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(f.store.apply(&s.left).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(f.store.apply(&right_left).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(f.store.apply(&right_right).await.unwrap(), ApplyOutcome::AlreadyApplied);
+        assert_eq!(values(&f, &s).await, (vec![Some(1), Some(2), Some(3)], vec![(600, 4)]));
+    }
+
+    #[tokio::test]
+    async fn an_overflow_in_a_half_changes_nothing_and_records_no_marker() {
+        let Some(f) = fixture().await else { return };
+        let s = split_batch();
+        // The slice of "d" is one short of the top: the right half overflows
+        // on its second entry, after its first one was added.
+        apply(&f.store, vec![slice(&s.keys[3], 60, 600, i64::MAX - 3)]).await;
+        let before = snapshot(&f.raw, &f.prefix).await;
+        let e = f.store.apply(&s.right).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Overflow, "{e}");
+        assert_eq!(e.key(), Some("s/d"), "{e}");
+        assert_eq!(snapshot(&f.raw, &f.prefix).await, before, "no value and no marker");
+        // No split marker: the whole is tried (and refused), not answered Split.
+        assert_eq!(f.store.apply(&s.whole).await.unwrap_err().kind(), ErrorKind::Overflow);
+        assert_eq!(snapshot(&f.raw, &f.prefix).await, before);
+        assert_eq!(f.store.apply(&s.left).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(f.store.apply(&s.whole).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(values(&f, &s).await, (vec![Some(1), Some(2), None], vec![(600, i64::MAX - 3)]));
+    }
+
+    #[tokio::test]
+    async fn a_key_of_another_type_in_a_half_names_its_entry() {
+        let Some(f) = fixture().await else { return };
+        let s = split_batch();
+        let (_, right_right) = s.right.halves().unwrap();
+        let count = format!("{}count:60:s/d", f.prefix);
+        let _: () = query(&f.raw, redis::cmd("SET").arg(&count).arg("x")).await;
+        let e = f.store.apply(&right_right).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Permanent, "{e}");
+        assert_eq!(e.key(), Some("s/d"), "{e}");
+        assert!(e.to_string().contains(&count), "{e}");
+    }
+}
