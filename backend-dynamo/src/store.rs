@@ -1,17 +1,21 @@
 //! The DynamoDB store.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, ConditionCheck, DeleteRequest, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update,
+    WriteRequest,
 };
 use counter_core::{
-    ApplyOutcome, Batch, BatchEntry, Cell, CleanReport, DurableStore, Error, ErrorKind, Key, ListQuery, Precision,
-    Result, StoreCapabilities,
+    ApplyOutcome, Batch, BatchEntry, BatchId, Cell, CleanReport, DurableStore, Error, ErrorKind, Key, ListQuery,
+    Precision, Result, StoreCapabilities,
 };
 
 use crate::errors::{is_transient_code, map_sdk};
@@ -19,9 +23,28 @@ use crate::numbers::exact_i64;
 use crate::tables::{Tables, attr, ensure};
 use crate::target::{DynamoTarget, client};
 
-/// Most entries in one batch: a transaction holds at most 100 items, and
-/// one of them is the batch marker.
-pub const MAX_BATCH: usize = 99;
+/// Most items in one `TransactWriteItems`.
+const MAX_TRANSACTION: usize = 100;
+
+/// Most entries in one batch as claimed: a transaction holds at most 100
+/// items, and a batch as claimed needs two marker items besides its
+/// entries (its own marker, and the check that it was not split).
+///
+/// A half of a batch split `d` times (see [`Batch::halves`]) needs `2 + 2d`
+/// marker items (a check and a split marker per batch of its lineage) and
+/// holds at most `ceil(98 / 2^d)` entries: 53 items at depth 1, 31 at
+/// depth 2, and never more than 100 (a batch of 98 entries is down to
+/// single entries at depth 7: 17 items).
+pub const MAX_BATCH: usize = MAX_TRANSACTION - 2;
+
+/// The batch identity the probe's condition check names: never a batch's
+/// (those are UUIDs), and never written.
+const PROBE_ID: &str = "counters-store-probe";
+
+/// Error codes of an endpoint that does not know an operation.
+fn is_unknown_operation(code: &str) -> bool {
+    ["UnknownOperation", "UnrecognizedOperation", "InvalidAction", "NotImplemented"].iter().any(|c| code.contains(c))
+}
 
 /// Most keys in one `BatchGetItem`.
 const MAX_GET: usize = 100;
@@ -61,6 +84,13 @@ impl Default for DynamoOptions {
 ///   marker and changes nothing, whether it is retried by the SDK, by the
 ///   engine after a lost ack, or by a second flusher, and however long
 ///   after (the marker outlives DynamoDB's 10-minute idempotency window).
+///   The same transaction keeps the split contract of
+///   [`DurableStore::apply`]: a `ConditionCheck` that no batch of the
+///   lineage has a marker, one that the batch's split marker is absent, and
+///   a `Put` of the split marker of every batch of the lineage.
+/// - Opening it checks that the endpoint can keep that protocol (the key
+///   schema, and a no-op transaction), so an endpoint without transactions
+///   is refused before any increment is acknowledged.
 /// - Reads are strongly consistent. Values that are not exact integers
 ///   within i64 (a float another client wrote) are errors naming the key.
 #[derive(Debug, Clone)]
@@ -68,6 +98,11 @@ pub struct DynamoStore {
     client: Client,
     tables: Tables,
     options: DynamoOptions,
+    /// The endpoint, for messages.
+    endpoint: String,
+    /// Whether [`probe`](DurableStore::probe) succeeded once (it is not
+    /// repeated then).
+    probed: Arc<AtomicBool>,
 }
 
 fn epoch_secs() -> i64 {
@@ -125,11 +160,24 @@ impl DynamoStore {
     }
 
     /// Opens the store on `target` with `options`.
+    ///
+    /// Checks that the endpoint can keep the protocol before it returns
+    /// (see [`probe`](DurableStore::probe)): tables whose keys have other
+    /// names or types than the layout's, or an endpoint without
+    /// `TransactWriteItems` (a DynamoDB emulator such as dynalite), are a
+    /// [`Permanent`](ErrorKind::Permanent) error.
     pub async fn connect_with(target: DynamoTarget, options: DynamoOptions) -> Result<DynamoStore> {
         let client = client(&target).await;
         let tables = Tables::new(&target.table);
         ensure(&client, &tables, target.create).await?;
-        Ok(DynamoStore { client, tables, options })
+        let endpoint = match (&target.endpoint, &target.region) {
+            (Some(endpoint), _) => endpoint.clone(),
+            (None, Some(region)) => format!("of AWS region {region}"),
+            (None, None) => "of the AWS configuration".to_string(),
+        };
+        let store = DynamoStore { client, tables, options, endpoint, probed: Arc::new(AtomicBool::new(false)) };
+        store.probe().await?;
+        Ok(store)
     }
 
     /// The counters table.
@@ -168,17 +216,33 @@ impl DynamoStore {
         TransactWriteItem::builder().update(update).build()
     }
 
-    fn marker(&self, batch: &Batch, now: i64) -> TransactWriteItem {
+    /// A `Put` of the marker of `id`, on the condition that it is new when
+    /// `new_only` (a batch's own marker), unconditional otherwise (a split
+    /// marker, which the other half of a batch may have written already).
+    fn marker(&self, id: BatchId, now: i64, new_only: bool) -> TransactWriteItem {
         let expires = now.saturating_add(self.options.batch_retention.as_secs() as i64);
         let put = Put::builder()
             .table_name(&self.tables.batches)
-            .item(attr::ID, s(batch.id.to_string()))
-            .item(attr::EXPIRES, n(expires))
+            .item(attr::ID, s(id.to_string()))
+            .item(attr::EXPIRES, n(expires));
+        let put = if new_only {
+            put.condition_expression("attribute_not_exists(#id)").expression_attribute_names("#id", attr::ID)
+        } else {
+            put
+        };
+        TransactWriteItem::builder().put(put.build().expect("table and item are set")).build()
+    }
+
+    /// A `ConditionCheck` that no marker of `id` exists; writes nothing.
+    fn unmarked(&self, id: &str) -> TransactWriteItem {
+        let check = ConditionCheck::builder()
+            .table_name(&self.tables.batches)
+            .key(attr::ID, s(id))
             .condition_expression("attribute_not_exists(#id)")
             .expression_attribute_names("#id", attr::ID)
             .build()
-            .expect("table and item are set");
-        TransactWriteItem::builder().put(put).build()
+            .expect("table, key and condition are set");
+        TransactWriteItem::builder().condition_check(check).build()
     }
 
     /// Why an entry's condition failed: an overflow, a value that is not an
@@ -288,16 +352,60 @@ impl DurableStore for DynamoStore {
         caps
     }
 
+    async fn probe(&self) -> Result<()> {
+        if self.probed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // A transaction of one condition check: it writes nothing, and
+        // answers whether the endpoint knows TransactWriteItems at all.
+        let sent = self.client.transact_write_items().transact_items(self.unmarked(PROBE_ID)).send().await;
+        match sent {
+            Ok(_) => {}
+            // The condition failed (someone wrote that item): transactions work.
+            Err(e)
+                if matches!(e.as_service_error(), Some(TransactWriteItemsError::TransactionCanceledException(_))) => {}
+            Err(e) if e.code().is_some_and(is_unknown_operation) => {
+                return Err(Error::new(
+                    ErrorKind::Permanent,
+                    format!(
+                        "the DynamoDB endpoint {} does not support TransactWriteItems, which this store needs to \
+                         apply each batch exactly once (it answered {}); use DynamoDB or an emulator with \
+                         transactions (DynamoDB Local, moto)",
+                        self.endpoint,
+                        e.code().unwrap_or_default()
+                    ),
+                ));
+            }
+            Err(e) => return Err(map_sdk(e, "TransactWriteItems (the probe)", &self.tables.batches)),
+        }
+        self.probed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     async fn apply(&self, batch: &Batch) -> Result<ApplyOutcome> {
-        if batch.entries.len() > MAX_BATCH {
+        let lineage = batch.lineage.len();
+        let markers = 2 + 2 * lineage;
+        if markers + batch.entries.len() > MAX_TRANSACTION {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
-                format!("a DynamoDB batch holds at most {MAX_BATCH} entries, this one {}", batch.entries.len()),
+                format!(
+                    "a DynamoDB batch holds at most {MAX_BATCH} entries (fewer for a part of a split batch: \
+                     {markers} marker items and its entries must fit in {MAX_TRANSACTION}), this one {}",
+                    batch.entries.len()
+                ),
             ));
         }
         let now = epoch_secs();
         let entries: Vec<&BatchEntry> = batch.entries.iter().filter(|e| e.delta != 0).collect();
-        let mut items = vec![self.marker(batch, now)];
+        // Items, in the order the cancellation reasons follow: the batch's
+        // marker (conditional), a check per batch of its lineage, a check
+        // of its split marker, the split marker of every batch of its
+        // lineage, then the entries. All are distinct items, as a
+        // transaction requires.
+        let mut items = vec![self.marker(batch.id, now, true)];
+        items.extend(batch.lineage.iter().map(|a| self.unmarked(&a.to_string())));
+        items.push(self.unmarked(&batch.id.split_marker().to_string()));
+        items.extend(batch.lineage.iter().map(|a| self.marker(a.split_marker(), now, false)));
         items.extend(entries.iter().map(|e| self.entry_update(e, now)));
         let sent = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
         let error = match sent {
@@ -308,10 +416,16 @@ impl DurableStore for DynamoStore {
             return Err(map_sdk(error, "TransactWriteItems", &self.tables.counters));
         };
         let codes: Vec<&str> = cancelled.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None")).collect();
-        if codes.first() == Some(&"ConditionalCheckFailed") {
+        let failed = |i: usize| codes.get(i) == Some(&"ConditionalCheckFailed");
+        // The batch or a batch of its lineage was applied.
+        if (0..=lineage).any(failed) {
             return Ok(ApplyOutcome::AlreadyApplied);
         }
-        for (code, entry) in codes.iter().skip(1).zip(&entries) {
+        // A part of the batch was applied.
+        if failed(lineage + 1) {
+            return Ok(ApplyOutcome::Split);
+        }
+        for (code, entry) in codes.iter().skip(markers).zip(&entries) {
             if *code == "ConditionalCheckFailed" {
                 return Err(self.explain_refusal(entry).await);
             }

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `TABLE` | `key` (S, hash) | `counter_value` (N): the layout of Python's `distributed_counter` |
 //! | `TABLE.slices` | `series` (S, hash) = `<precision>:<key>`, `start` (N, range) | `count` (N), `expires` (N, TTL) |
-//! | `TABLE.batches` | `id` (S, hash) = batch identity | `expires` (N, TTL) |
+//! | `TABLE.batches` | `id` (S, hash) = batch identity, or a split marker | `expires` (N, TTL) |
 
 use std::time::{Duration, Instant};
 
@@ -75,9 +75,10 @@ fn shapes(tables: &Tables) -> [(String, Shape); 3] {
     ]
 }
 
-/// Makes sure every table exists with the expected keys, creating missing
-/// ones when `create` (and waiting until they are active). An existing
-/// table is used as it is.
+/// Makes sure every table exists with the expected keys (names, roles and
+/// types: a `key` of type N would take no counter), creating missing ones
+/// when `create` (and waiting until they are active). An existing table
+/// with the expected keys is used as it is.
 pub(crate) async fn ensure(client: &Client, tables: &Tables, create: bool) -> Result<()> {
     for (name, shape) in shapes(tables) {
         match client.describe_table().table_name(&name).send().await {
@@ -92,6 +93,21 @@ pub(crate) async fn ensure(client: &Client, tables: &Tables, create: bool) -> Re
                         ErrorKind::Permanent,
                         format!("DynamoDB table {name:?} exists with other keys than this store's layout needs"),
                     ));
+                }
+                let definitions = found.table().map(|t| t.attribute_definitions()).unwrap_or_default();
+                for (attr, kind, _) in &shape.keys {
+                    let found = definitions.iter().find(|d| d.attribute_name() == *attr).map(|d| d.attribute_type());
+                    if found != Some(kind) {
+                        let found = found.map_or("an undeclared type", |t| t.as_str());
+                        return Err(Error::new(
+                            ErrorKind::Permanent,
+                            format!(
+                                "DynamoDB table {name:?} has its key attribute {attr:?} of type {found}, but this \
+                                 store's layout needs type {}; refusing to use it",
+                                kind.as_str()
+                            ),
+                        ));
+                    }
                 }
                 wait_active(client, &name).await?;
             }

@@ -141,3 +141,153 @@ async fn missing_tables_and_bad_urls() {
         assert_eq!(DynamoStore::connect(bad).await.unwrap_err().kind(), ErrorKind::Config, "{bad}");
     }
 }
+
+/// The split contract of `DurableStore::apply`: a batch and a part of it
+/// never both land.
+mod split {
+    use super::*;
+    use counter_core::{BatchEntry, Cell};
+
+    struct Split {
+        keys: Vec<Key>,
+        whole: Batch,
+        left: Batch,
+        right: Batch,
+    }
+
+    /// Three counters and a time slice (of "d"), split in two halves.
+    fn split_batch() -> Split {
+        let keys: Vec<Key> = ["a", "b", "c", "d"].iter().map(|n| key(n)).collect();
+        let mut entries: Vec<BatchEntry> = keys[..3]
+            .iter()
+            .zip([1, 2, 3])
+            .map(|(k, delta)| BatchEntry { cell: Cell::Counter(k.clone()), delta })
+            .collect();
+        entries.push(slice_entry(&keys[3], 60, 600, 4));
+        let whole = Batch::claimed(BatchId::new(), entries);
+        let (left, right) = whole.halves().unwrap();
+        assert_eq!(left.entries.len(), 2);
+        Split { keys, whole, left, right }
+    }
+
+    async fn values(store: &DynamoStore, s: &Split) -> (Vec<Option<i64>>, Vec<(i64, i64)>) {
+        let minute = Precision::from_secs(60).unwrap();
+        (store.get_many(&s.keys[..3]).await.unwrap(), store.series(&s.keys[3], minute, 0, 1_000).await.unwrap())
+    }
+
+    /// The identities in the batches table.
+    async fn markers(endpoint: &str, store: &DynamoStore) -> Vec<String> {
+        let raw = raw_client(endpoint).await;
+        let found = raw.scan().table_name(format!("{}.batches", store.table())).send().await.unwrap();
+        let mut ids: Vec<String> =
+            found.items().iter().filter_map(|item| item.get("id").and_then(|v| v.as_s().ok()).cloned()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn a_batch_applied_whole_refuses_its_parts() {
+        let Some(endpoint) = endpoint() else { return };
+        let store = fresh_store(&endpoint).await;
+        let s = split_batch();
+        assert_eq!(store.apply(&s.whole).await.unwrap(), ApplyOutcome::Applied);
+        let (grandchild, _) = s.right.halves().unwrap();
+        for part in [&s.left, &s.right, &grandchild] {
+            assert_eq!(store.apply(part).await.unwrap(), ApplyOutcome::AlreadyApplied, "{:?}", part.id);
+        }
+        assert_eq!(values(&store, &s).await, (vec![Some(1), Some(2), Some(3)], vec![(600, 4)]));
+        assert_eq!(markers(&endpoint, &store).await, [s.whole.id.to_string()]);
+    }
+
+    #[tokio::test]
+    async fn after_a_half_landed_the_whole_is_split_and_each_half_lands_once() {
+        let Some(endpoint) = endpoint() else { return };
+        let store = fresh_store(&endpoint).await;
+        let s = split_batch();
+        assert_eq!(store.apply(&s.left).await.unwrap(), ApplyOutcome::Applied);
+        let mut expected = vec![s.left.id.to_string(), s.whole.id.split_marker().to_string()];
+        expected.sort();
+        assert_eq!(markers(&endpoint, &store).await, expected);
+        assert_eq!(store.apply(&s.whole).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(markers(&endpoint, &store).await, expected, "a Split answer writes nothing");
+        assert_eq!(values(&store, &s).await, (vec![Some(1), Some(2), None], vec![]));
+        assert_eq!(store.apply(&s.right).await.unwrap(), ApplyOutcome::Applied);
+        for again in [&s.left, &s.right] {
+            assert_eq!(store.apply(again).await.unwrap(), ApplyOutcome::AlreadyApplied);
+        }
+        let (left_left, left_right) = s.left.halves().unwrap();
+        let (right_left, _) = s.right.halves().unwrap();
+        for part in [&left_left, &left_right, &right_left] {
+            assert_eq!(store.apply(part).await.unwrap(), ApplyOutcome::AlreadyApplied, "a part of a landed half");
+        }
+        assert_eq!(store.apply(&s.whole).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(values(&store, &s).await, (vec![Some(1), Some(2), Some(3)], vec![(600, 4)]));
+    }
+
+    #[tokio::test]
+    async fn a_grandchild_landing_splits_its_parent_and_the_root() {
+        let Some(endpoint) = endpoint() else { return };
+        let store = fresh_store(&endpoint).await;
+        let s = split_batch();
+        let (right_left, right_right) = s.right.halves().unwrap();
+        assert_eq!(right_right.lineage, vec![s.whole.id, s.right.id]);
+        assert_eq!(store.apply(&right_right).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(store.apply(&s.whole).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(store.apply(&s.right).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(store.apply(&s.left).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(store.apply(&right_left).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(store.apply(&right_right).await.unwrap(), ApplyOutcome::AlreadyApplied);
+        assert_eq!(values(&store, &s).await, (vec![Some(1), Some(2), Some(3)], vec![(600, 4)]));
+    }
+
+    #[tokio::test]
+    async fn an_overflow_in_a_half_changes_nothing_and_records_no_marker() {
+        let Some(endpoint) = endpoint() else { return };
+        let store = fresh_store(&endpoint).await;
+        let s = split_batch();
+        let mut top = Batch::new();
+        top.entries.push(slice_entry(&s.keys[3], 60, 600, i64::MAX - 3));
+        store.apply(&top).await.unwrap();
+        let before = markers(&endpoint, &store).await;
+        let e = store.apply(&s.right).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Overflow, "{e}");
+        assert_eq!(e.key(), Some("d"), "{e}");
+        assert_eq!(values(&store, &s).await, (vec![None, None, None], vec![(600, i64::MAX - 3)]));
+        assert_eq!(markers(&endpoint, &store).await, before, "no marker");
+        // No split marker: the whole is tried (and refused), not answered Split.
+        assert_eq!(store.apply(&s.whole).await.unwrap_err().kind(), ErrorKind::Overflow);
+        assert_eq!(store.apply(&s.left).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(store.apply(&s.whole).await.unwrap(), ApplyOutcome::Split);
+        assert_eq!(values(&store, &s).await, (vec![Some(1), Some(2), None], vec![(600, i64::MAX - 3)]));
+    }
+
+    #[tokio::test]
+    async fn every_part_of_a_full_batch_fits_in_one_transaction() {
+        let Some(endpoint) = endpoint() else { return };
+        let store = fresh_store(&endpoint).await;
+        let keys: Vec<Key> = (0..MAX_BATCH).map(|i| key(&format!("f{i:03}"))).collect();
+        let whole = counter_batch(&keys.iter().map(|k| (k, 1)).collect::<Vec<_>>());
+        // Down the right edge (the larger halves) to a single entry,
+        // landing each left half on the way (2 + 2d marker items each), then
+        // the last right half.
+        let mut part = whole.clone();
+        let mut depth = 0;
+        while let Some((left, right)) = part.halves() {
+            depth += 1;
+            assert_eq!(left.lineage.len(), depth);
+            assert!(2 + 2 * depth + right.entries.len() <= 100, "depth {depth}");
+            assert_eq!(store.apply(&left).await.unwrap(), ApplyOutcome::Applied, "depth {depth}");
+            part = right;
+        }
+        assert_eq!(depth, 7, "98 entries are down to one at depth 7");
+        assert_eq!(store.apply(&part).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(store.apply(&whole).await.unwrap(), ApplyOutcome::Split);
+        assert!(store.get_many(&keys).await.unwrap().iter().all(|v| *v == Some(1)));
+        // A part whose markers and entries would not fit is refused before
+        // it is sent.
+        let mut deep = Batch::claimed(BatchId::new(), whole.entries[..90].to_vec());
+        deep.lineage = (0..5).map(|_| BatchId::new()).collect();
+        let e = store.apply(&deep).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    }
+}

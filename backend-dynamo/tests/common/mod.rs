@@ -5,16 +5,42 @@
 use backend_dynamo::{DynamoOptions, DynamoStore, DynamoTarget};
 use counter_core::{Batch, BatchEntry, BatchId, Cell, Key, Precision, SliceId};
 
+/// The endpoint of the moto server (`COUNTERS_TEST_DYNAMODB_URL`).
 pub fn endpoint() -> Option<String> {
-    match std::env::var("COUNTERS_TEST_DYNAMODB_URL") {
+    service("COUNTERS_TEST_DYNAMODB_URL")
+}
+
+/// The endpoint of the dynalite server, a DynamoDB without transactions
+/// (`COUNTERS_TEST_DYNALITE_URL`, started by `scripts/services/dynalite.sh`).
+pub fn dynalite_endpoint() -> Option<String> {
+    service("COUNTERS_TEST_DYNALITE_URL")
+}
+
+/// A service's URL from `variable`; a missing one fails under CI and skips
+/// loudly elsewhere.
+fn service(variable: &str) -> Option<String> {
+    match std::env::var(variable) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             let ci = matches!(std::env::var("CI").as_deref(), Ok("true" | "1"));
-            assert!(!ci, "COUNTERS_TEST_DYNAMODB_URL is not set and CI=true: a missing service is a failure");
-            eprintln!("\n*** SKIPPING: COUNTERS_TEST_DYNAMODB_URL is not set; run ./scripts/test to start it. ***\n");
+            assert!(!ci, "{variable} is not set and CI=true: a missing service is a failure");
+            eprintln!("\n*** SKIPPING: {variable} is not set; run ./scripts/test to start it. ***\n");
             None
         }
     }
+}
+
+/// A raw SDK client for the local server at `endpoint`.
+pub async fn raw_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    use aws_config::BehaviorVersion;
+    use aws_sdk_dynamodb::config::{Credentials, Region};
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "counters-test"))
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&config)
 }
 
 pub fn random_table() -> String {
