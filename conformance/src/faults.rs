@@ -1,17 +1,19 @@
 //! Stores that misbehave on purpose: one that fails before applying, one
-//! that applies and then loses its ack, one that is down altogether, and a
-//! deliberately broken one that applies a retried batch twice (to prove the
-//! suite catches it).
+//! that applies and then loses its ack, one that is down altogether, one
+//! that hangs, one that refuses some cells or everything for good, one that
+//! cannot keep the protocol, and a deliberately broken one that applies a
+//! retried batch twice (to prove the suite catches it).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use counter_core::{
-    ApplyOutcome, Batch, BatchId, CleanReport, DurableStore, Error, ErrorKind, Key, ListQuery, Precision, Result,
+    ApplyOutcome, Batch, BatchId, Cell, CleanReport, DurableStore, Error, ErrorKind, Key, ListQuery, Precision, Result,
     StoreCapabilities,
 };
+use tokio::sync::watch;
 
 /// Wraps a store and injects faults on command. Also counts what reached
 /// the inner store.
@@ -22,9 +24,44 @@ pub struct FaultyStore<S: DurableStore + ?Sized> {
     lose_ack: AtomicU32,
     down: AtomicBool,
     permanent: AtomicBool,
+    no_transactions: AtomicBool,
+    refused: Mutex<HashSet<Key>>,
+    /// While true, applies wait (and then reach the store, even if their
+    /// caller gave up meanwhile).
+    hanging: watch::Sender<bool>,
+    /// Applies hung and not answered yet.
+    hung: Arc<AtomicU64>,
+    apply_calls: AtomicU64,
+    ledger: Arc<Ledger>,
+}
+
+/// What reached the inner store (kept apart so that a hung apply records
+/// its outcome even when its caller gave up waiting).
+#[derive(Debug, Default)]
+struct Ledger {
     applies: AtomicU64,
     cells_written: AtomicU64,
-    landed: Mutex<HashSet<BatchId>>,
+    /// Per root batch, the cells of the batches (or parts) that landed.
+    landed: Mutex<HashMap<BatchId, HashSet<Cell>>>,
+    landed_ids: Mutex<HashSet<BatchId>>,
+}
+
+impl Ledger {
+    fn applied(&self, batch: &Batch, outcome: ApplyOutcome) {
+        self.applies.fetch_add(1, SeqCst);
+        if outcome == ApplyOutcome::Applied {
+            self.cells_written.fetch_add(batch.entries.len() as u64, SeqCst);
+        }
+        if outcome != ApplyOutcome::Split {
+            self.landed_ids.lock().expect("landed lock").insert(batch.id);
+            self.landed
+                .lock()
+                .expect("landed lock")
+                .entry(batch.root())
+                .or_default()
+                .extend(batch.entries.iter().map(|e| e.cell.clone()));
+        }
+    }
 }
 
 impl<S: DurableStore + ?Sized> FaultyStore<S> {
@@ -36,9 +73,12 @@ impl<S: DurableStore + ?Sized> FaultyStore<S> {
             lose_ack: AtomicU32::new(0),
             down: AtomicBool::new(false),
             permanent: AtomicBool::new(false),
-            applies: AtomicU64::new(0),
-            cells_written: AtomicU64::new(0),
-            landed: Mutex::new(HashSet::new()),
+            no_transactions: AtomicBool::new(false),
+            refused: Mutex::new(HashSet::new()),
+            hanging: watch::channel(false).0,
+            hung: Arc::new(AtomicU64::new(0)),
+            apply_calls: AtomicU64::new(0),
+            ledger: Arc::default(),
         }
     }
 
@@ -62,24 +102,68 @@ impl<S: DurableStore + ?Sized> FaultyStore<S> {
         self.down.store(down, SeqCst);
     }
 
-    /// Every apply fails with a permanent error while set.
+    /// Every apply fails with a permanent error (naming no key: the store
+    /// as a whole, like a deleted table) while set.
     pub fn set_permanent_failure(&self, on: bool) {
         self.permanent.store(on, SeqCst);
     }
 
-    /// Apply calls that reached the inner store.
+    /// While set, every batch with a cell of `key` is refused for good,
+    /// naming the key (a poison cell: a value the store cannot add to).
+    pub fn refuse_key(&self, key: &Key, on: bool) {
+        let mut refused = self.refused.lock().expect("refused lock");
+        if on {
+            refused.insert(key.clone());
+        } else {
+            refused.remove(key);
+        }
+    }
+
+    /// While set, the store cannot keep the protocol (like a DynamoDB
+    /// endpoint without transactions): its probe and every apply fail for good.
+    pub fn set_no_transactions(&self, on: bool) {
+        self.no_transactions.store(on, SeqCst);
+    }
+
+    /// While set, every apply hangs; when cleared, the hung applies reach
+    /// the store, also those whose caller gave up waiting (like a server
+    /// that answers late).
+    pub fn set_hanging(&self, on: bool) {
+        self.hanging.send_replace(on);
+    }
+
+    /// Ends a hang and waits until every hung apply reached the store.
+    pub async fn release_hung(&self) {
+        self.set_hanging(false);
+        while self.hung.load(SeqCst) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Apply calls the inner store answered with an outcome.
     pub fn applies(&self) -> u64 {
-        self.applies.load(SeqCst)
+        self.ledger.applies.load(SeqCst)
+    }
+
+    /// Apply calls made, whatever became of them.
+    pub fn apply_calls(&self) -> u64 {
+        self.apply_calls.load(SeqCst)
     }
 
     /// Cells written by batches the inner store applied (not counting no-ops).
     pub fn cells_written(&self) -> u64 {
-        self.cells_written.load(SeqCst)
+        self.ledger.cells_written.load(SeqCst)
     }
 
     /// Whether the inner store applied batch `id` (or found it applied).
     pub fn landed(&self, id: BatchId) -> bool {
-        self.landed.lock().expect("landed lock").contains(&id)
+        self.ledger.landed_ids.lock().expect("landed lock").contains(&id)
+    }
+
+    /// Whether the delta of `cell` in the batch claimed as `root` reached
+    /// the store: in that batch, or in one of the parts it was split into.
+    pub fn cell_landed(&self, root: BatchId, cell: &Cell) -> bool {
+        self.ledger.landed.lock().expect("landed lock").get(&root).is_some_and(|cells| cells.contains(cell))
     }
 
     fn check_up(&self) -> Result<()> {
@@ -100,20 +184,55 @@ impl<S: DurableStore + ?Sized> DurableStore for FaultyStore<S> {
         self.inner.capabilities()
     }
 
+    async fn probe(&self) -> Result<()> {
+        self.check_up()?;
+        if self.no_transactions.load(SeqCst) {
+            return Err(Error::new(ErrorKind::Permanent, "injected fault: the store has no atomic batches"));
+        }
+        self.inner.probe().await
+    }
+
     async fn apply(&self, batch: &Batch) -> Result<ApplyOutcome> {
+        self.apply_calls.fetch_add(1, SeqCst);
+        let mut hanging = self.hanging.subscribe();
+        if *hanging.borrow() {
+            // The request is on its way: it reaches the store when released,
+            // whether or not the caller is still waiting.
+            let (inner, batch, hung, ledger) =
+                (self.inner.clone(), batch.clone(), self.hung.clone(), self.ledger.clone());
+            hung.fetch_add(1, SeqCst);
+            let landed = tokio::spawn(async move {
+                let _ = hanging.wait_for(|h| !*h).await;
+                let outcome = inner.apply(&batch).await;
+                if let Ok(outcome) = &outcome {
+                    ledger.applied(&batch, *outcome);
+                }
+                hung.fetch_sub(1, SeqCst);
+                outcome
+            });
+            return landed.await.expect("hung apply task");
+        }
         self.check_up()?;
         if self.permanent.load(SeqCst) {
             return Err(Error::new(ErrorKind::Permanent, "injected fault: the store refuses this batch for good"));
         }
+        if self.no_transactions.load(SeqCst) {
+            return Err(Error::new(ErrorKind::Permanent, "injected fault: the store has no atomic batches"));
+        }
+        let poison = {
+            let refused = self.refused.lock().expect("refused lock");
+            batch.entries.iter().map(|e| e.cell.key()).find(|k| refused.contains(*k)).cloned()
+        };
+        if let Some(key) = poison {
+            return Err(
+                Error::new(ErrorKind::Permanent, "injected fault: the store refuses this cell for good").with_key(key)
+            );
+        }
         if Self::take(&self.fail_before) {
             return Err(Error::new(ErrorKind::Unavailable, "injected fault: failed before applying"));
         }
-        self.applies.fetch_add(1, SeqCst);
         let outcome = self.inner.apply(batch).await?;
-        if outcome == ApplyOutcome::Applied {
-            self.cells_written.fetch_add(batch.entries.len() as u64, SeqCst);
-        }
-        self.landed.lock().expect("landed lock").insert(batch.id);
+        self.ledger.applied(batch, outcome);
         if Self::take(&self.lose_ack) {
             return Err(Error::new(ErrorKind::Unavailable, "injected fault: applied, then the ack was lost"));
         }

@@ -1,5 +1,6 @@
 //! The backends under test and the services they need.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ pub struct Backends<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> {
     /// A namespace unique to this run, so runs against shared servers never
     /// see each other's counters.
     pub namespace: String,
+    /// A spill journal directory unique to this run.
+    pub journal: PathBuf,
 }
 
 impl<C: CacheLayer, S: DurableStore> Backends<C, S> {
@@ -29,12 +32,9 @@ impl<C: CacheLayer, S: DurableStore> Backends<C, S> {
     where
         C: CacheFaults,
     {
-        Backends {
-            cache_faults: cache.clone(),
-            cache,
-            store: Arc::new(FaultyStore::new(store)),
-            namespace: random_namespace(),
-        }
+        let namespace = random_namespace();
+        let journal = std::env::temp_dir().join("counters-conformance").join(&namespace);
+        Backends { cache_faults: cache.clone(), cache, store: Arc::new(FaultyStore::new(store)), namespace, journal }
     }
 
     /// The same backends, called through `dyn CacheLayer` and `dyn DurableStore`.
@@ -45,6 +45,7 @@ impl<C: CacheLayer, S: DurableStore> Backends<C, S> {
             store: Arc::new(FaultyStore::new(inner)),
             cache_faults: self.cache_faults,
             namespace: self.namespace,
+            journal: self.journal,
         }
     }
 }
@@ -56,12 +57,16 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Backends<C, S> {
     }
 
     /// A builder over these backends with test-friendly settings: no
-    /// background flusher, fast retries, claims recoverable at once.
+    /// background flusher, fast retries, claims recoverable at once, this
+    /// run's spill journal, refused cells retried only when forced.
     pub fn builder(&self) -> CountersBuilder<C, FaultyStore<S>> {
         Counters::builder(self.cache.clone(), self.store.clone())
             .background(false)
             .claim_lease(Duration::ZERO)
             .retry(RetryPolicy { attempts: 3, base: Duration::from_millis(1), max: Duration::from_millis(5) })
+            .store_timeout(Duration::from_secs(5))
+            .refused_retry(Duration::from_secs(3600))
+            .spill_journal(&self.journal)
     }
 
     /// A handle with [`builder`](Self::builder)'s settings.

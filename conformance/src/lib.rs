@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod cases;
+pub mod delivery;
 pub mod faults;
 pub mod harness;
 pub mod model;
@@ -63,6 +64,15 @@ macro_rules! conformance_suite {
             concurrent_increments_see_every_total_once,
             racing_flushers_flush_each_delta_once,
             cache_claims_hand_out_each_delta_once,
+            shutdown_with_increments_in_flight_loses_nothing,
+            refused_cell_is_isolated_and_held,
+            refused_cell_survives_shutdown,
+            permanent_store_failure_stops_retrying_and_keeps_deltas,
+            hung_store_gets_backpressure_at_the_bound,
+            write_through_failure_is_deferred_and_lands_once,
+            store_without_the_protocol_is_refused_before_any_write,
+            flush_reports_outstanding_claims_and_recovers_them,
+            failed_shutdown_can_be_called_again,
         );
     };
 }

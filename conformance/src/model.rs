@@ -3,12 +3,16 @@
 //! store and cache and crashes of the engine and of the process.
 //!
 //! Invariants checked: every value `incr`, `get` and `get_many` return
-//! equals the model; at the end the durable values and time series equal the
-//! model exactly. Loss is allowed only where DESIGN.md allows it (pending
-//! deltas of a lost cache, work of a crashed process), and the model
-//! subtracts exactly that amount, read from the cache just before the loss;
-//! so any double count, any other loss, and any durable value moved by a
-//! stale total fails the test.
+//! equals the model; every call that fails either counted nothing (a
+//! transient error, or a refusal the injected faults explain) or says it
+//! counted (`Deferred`, with the total); at the end the durable values and
+//! time series equal the model exactly. Loss is allowed only where the
+//! guarantees allow it (pending deltas of a lost cache, work of a crashed
+//! process), and the model subtracts exactly that amount, read from the
+//! cache and the engine just before the loss; a clean shutdown loses
+//! nothing, whatever the store does (an in-process cache spills to the
+//! journal, which the next handle replays). So any double count, any other
+//! loss, and any durable value moved by a stale total fails the test.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -16,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use counter_core::testing::CachePart;
 use counter_core::{
-    Batch, BatchId, CacheLayer, Cell, Counters, DurableStore, ErrorKind, IncrOptions, Key, Precision, SliceId,
+    Batch, BatchId, CacheLayer, Cell, Counters, DurableStore, ErrorKind, IncrOptions, Key, Policy, Precision, SliceId,
     TimeSlices, epoch_secs,
 };
 use proptest::prelude::*;
@@ -45,6 +49,8 @@ pub enum Op {
         sliced: Option<usize>,
         /// Count into ancestors.
         rollup: bool,
+        /// Write through (the immediate policy).
+        immediate: bool,
     },
     /// `put`.
     Put {
@@ -90,6 +96,23 @@ pub enum Op {
     },
     /// The whole process dies: an in-process cache is lost with it.
     ProcessCrash,
+    /// The store starts (or stops) refusing every batch with a cell of a
+    /// counter for good, naming it (a poison cell).
+    RefuseKey {
+        /// Index into the names.
+        key: usize,
+        /// Refusing or not.
+        on: bool,
+    },
+    /// The store fails for good as a whole (a deleted table), or is back.
+    StorePermanent(bool),
+    /// The store hangs (its applies land when it is back, also those whose
+    /// caller gave up), or is back.
+    StoreHangs(bool),
+    /// The handle is shut down (whatever the store does) and the process
+    /// exits cleanly: an in-process cache is lost, and must have lost
+    /// nothing. A new handle starts over the same store and journal.
+    Shutdown,
 }
 
 fn delta() -> impl Strategy<Value = i64> {
@@ -104,11 +127,11 @@ fn delta() -> impl Strategy<Value = i64> {
 fn op() -> impl Strategy<Value = Op> {
     let key = 0..NAMES.len();
     prop_oneof![
-        30 => (key.clone(), delta(), proptest::option::weighted(0.3, 0..EVENT_AGES.len()), any::<bool>())
-            .prop_map(|(key, delta, sliced, rollup)| {
+        30 => (key.clone(), delta(), proptest::option::weighted(0.3, 0..EVENT_AGES.len()), any::<bool>(), proptest::bool::weighted(0.15))
+            .prop_map(|(key, delta, sliced, rollup, immediate)| {
                 // Huge deltas stay out of time slices: buckets sum deltas and could overflow.
                 let sliced = if delta.unsigned_abs() > 1_000 { None } else { sliced };
-                Op::Incr { key, delta, sliced, rollup }
+                Op::Incr { key, delta, sliced, rollup, immediate }
             }),
         6 => key.clone().prop_map(|key| Op::Get { key }),
         3 => Just(Op::GetMany),
@@ -119,9 +142,13 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1u32..=3).prop_map(Op::StoreLosesAcks),
         3 => any::<bool>().prop_map(Op::StoreDown),
         2 => Just(Op::LoseCache),
-        2 => (key, prop_oneof![Just(CachePart::Total), Just(CachePart::FlushedMark)]).prop_map(|(key, part)| Op::LosePart { key, part }),
+        2 => (key.clone(), prop_oneof![Just(CachePart::Total), Just(CachePart::FlushedMark)]).prop_map(|(key, part)| Op::LosePart { key, part }),
         2 => any::<bool>().prop_map(|applied| Op::FlusherDies { applied }),
         1 => Just(Op::ProcessCrash),
+        2 => (key, any::<bool>()).prop_map(|(key, on)| Op::RefuseKey { key, on }),
+        1 => any::<bool>().prop_map(Op::StorePermanent),
+        1 => any::<bool>().prop_map(Op::StoreHangs),
+        2 => Just(Op::Shutdown),
     ]
 }
 
@@ -182,9 +209,28 @@ fn ancestors_of(key: usize) -> &'static [usize] {
     if key == 1 { &[0] } else { &[] }
 }
 
-fn expect_transient(what: &str, e: &counter_core::Error) -> Result<(), TestCaseError> {
-    prop_assert!(e.is_transient(), "{what} failed with a non-transient error: {e}");
-    Ok(())
+/// The store faults in force: what they allow a call to fail with.
+#[derive(Debug, Default)]
+struct Faults {
+    refused: HashSet<usize>,
+    permanent: bool,
+}
+
+impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Run<'_, C, S> {
+    /// A call failed without counting: with a transient error, or a
+    /// refusal the injected faults explain.
+    fn expect_uncounted(&self, what: &str, e: &counter_core::Error) -> Result<(), TestCaseError> {
+        let refused = e.key().is_some_and(|k| self.faults.refused.iter().any(|&i| self.keys[i].to_string() == k));
+        let permanent = self.faults.permanent && e.kind() == ErrorKind::Permanent && e.key().is_none();
+        prop_assert!(
+            e.is_transient() || refused || permanent,
+            "{} failed with an error no injected fault explains: {} (faults {:?})",
+            what,
+            e,
+            self.faults
+        );
+        Ok(())
+    }
 }
 
 struct Run<'a, C: CacheLayer + ?Sized, S: DurableStore + ?Sized> {
@@ -194,11 +240,32 @@ struct Run<'a, C: CacheLayer + ?Sized, S: DurableStore + ?Sized> {
     model: Model,
     /// Claims left behind by a dead flusher or process.
     orphans: HashSet<BatchId>,
+    faults: Faults,
 }
 
 impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Run<'_, C, S> {
     fn handle(&self) -> Handle<C, S> {
-        self.b.builder().time_slices(TimeSlices::new(&PRECISIONS, 1_000).expect("valid")).build().expect("handle")
+        self.b
+            .builder()
+            .time_slices(TimeSlices::new(&PRECISIONS, 1_000).expect("valid"))
+            .store_timeout(Duration::from_millis(50))
+            .shutdown_timeout(Duration::from_secs(2))
+            .build()
+            .expect("handle")
+    }
+
+    /// Every store fault off.
+    fn heal(&mut self) {
+        let store = &self.b.store;
+        store.set_down(false);
+        store.fail_next(0);
+        store.lose_next_acks(0);
+        store.set_hanging(false);
+        store.set_permanent_failure(false);
+        for &k in &self.faults.refused {
+            store.refuse_key(&self.keys[k], false);
+        }
+        self.faults = Faults::default();
     }
 
     fn key_index(&self, key: &Key) -> usize {
@@ -243,21 +310,31 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Run<'_, C, S> {
         }
     }
 
-    /// Subtracts the deltas of batches that are lost and had not landed.
-    fn lose_batches(&mut self, batches: &[Batch]) {
+    /// Subtracts the deltas of batches (or parts of batches) that are lost
+    /// and had not landed (in them, or in the parts they were split into).
+    fn lose_batches<'b>(&mut self, batches: impl IntoIterator<Item = &'b Batch>) {
         for batch in batches {
-            if !self.b.store.landed(batch.id) {
-                for e in &batch.entries {
+            for e in &batch.entries {
+                if !self.b.store.cell_landed(batch.root(), &e.cell) {
                     self.lose(&e.cell, i128::from(e.delta));
                 }
             }
         }
     }
 
+    /// The handle dies with its engine: what only it held is lost (parts of
+    /// claims the cache no longer records; a spill journal survives, and
+    /// the parts adopted from it are not in `inflight_batches`).
+    fn lose_engine(&mut self, c: &Handle<C, S>, in_cache: &[Batch]) {
+        let only_in_engine: Vec<Batch> =
+            c.inflight_batches().into_iter().filter(|p| !in_cache.iter().any(|cl| cl.id == p.root())).collect();
+        self.lose_batches(&only_in_engine);
+    }
+
     async fn check_totals(&self, c: &Handle<C, S>) -> Result<(), TestCaseError> {
         match c.get_many(&self.keys).await {
             Ok(values) => prop_assert_eq!(values, self.model.totals_i64()?, "get_many"),
-            Err(e) => expect_transient("get_many", &e)?,
+            Err(e) => self.expect_uncounted("get_many", &e)?,
         }
         Ok(())
     }
@@ -268,12 +345,22 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
     ops: &[Op],
 ) -> Result<(), TestCaseError> {
     let keys: Vec<Key> = NAMES.iter().map(|n| b.key(n)).collect();
-    let mut run = Run { b, keys, start: SystemTime::now(), model: Model::default(), orphans: HashSet::new() };
+    let mut run = Run {
+        b,
+        keys,
+        start: SystemTime::now(),
+        model: Model::default(),
+        orphans: HashSet::new(),
+        faults: Faults::default(),
+    };
     let mut c = run.handle();
     for op in ops {
         match *op {
-            Op::Incr { key, delta, sliced, rollup } => {
+            Op::Incr { key, delta, sliced, rollup, immediate } => {
                 let mut options = IncrOptions::new().rollup(rollup);
+                if immediate {
+                    options = options.policy(Policy::immediate());
+                }
                 if let Some(age) = sliced {
                     options = options.time_sliced(Some(run.start - Duration::from_secs(EVENT_AGES[age])));
                 }
@@ -282,7 +369,14 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                     .collect();
                 let overflows =
                     affected.iter().any(|&k| i64::try_from(run.model.totals[k] + i128::from(delta)).is_err());
-                match c.incr_with(&run.keys[key], delta, &options).await {
+                let outcome = match c.incr_with(&run.keys[key], delta, &options).await {
+                    Err(e) if e.kind() == ErrorKind::Deferred => {
+                        prop_assert!(immediate, "a deferred write-behind increment: {}", e);
+                        Ok(e.value().ok_or_else(|| TestCaseError::fail(format!("deferred without a total: {e}")))?)
+                    }
+                    other => other,
+                };
+                match outcome {
                     Ok(total) => {
                         prop_assert!(!overflows, "an overflowing increment succeeded");
                         for &k in &affected {
@@ -303,48 +397,92 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                             }
                         }
                     }
-                    Err(e) if e.kind() == ErrorKind::Overflow => prop_assert!(overflows, "unexpected overflow: {}", e),
-                    Err(e) => expect_transient("incr", &e)?,
+                    Err(e)
+                        if e.kind() == ErrorKind::Overflow
+                            && e.key().is_some_and(|k| {
+                                affected.iter().any(|&i| run.keys[i].to_string() == k) && overflows
+                            }) => {}
+                    Err(e) => run.expect_uncounted("incr", &e)?,
                 }
             }
             Op::Put { key, value } => match c.put(&run.keys[key], value).await {
                 Ok(()) => run.model.totals[key] = i128::from(value),
-                Err(e) => expect_transient("put", &e)?,
+                Err(e) if e.kind() == ErrorKind::Deferred => {
+                    prop_assert_eq!(e.value(), Some(value), "deferred put");
+                    run.model.totals[key] = i128::from(value);
+                }
+                Err(e) => run.expect_uncounted("put", &e)?,
             },
             Op::Delete { key } => match c.delete(&run.keys[key]).await {
                 Ok(_) => {
                     run.model.totals[key] = 0;
                     run.model.slices.retain(|(k, _, _), _| *k != key);
                 }
-                Err(e) => expect_transient("delete", &e)?,
+                Err(e) => run.expect_uncounted("delete", &e)?,
             },
             Op::Get { key } => match c.get(&run.keys[key]).await {
                 Ok(v) => prop_assert_eq!(i128::from(v), run.model.totals[key], "get {}", NAMES[key]),
-                Err(e) => expect_transient("get", &e)?,
+                Err(e) => run.expect_uncounted("get", &e)?,
             },
             Op::GetMany => run.check_totals(&c).await?,
             Op::Flush => {
                 if let Err(e) = c.flush().await {
-                    expect_transient("flush", &e)?;
+                    run.expect_uncounted("flush", &e)?;
                 }
+            }
+            Op::RefuseKey { key, on } => {
+                b.store.refuse_key(&run.keys[key], on);
+                if on {
+                    run.faults.refused.insert(key);
+                } else {
+                    run.faults.refused.remove(&key);
+                }
+            }
+            Op::StorePermanent(on) => {
+                b.store.set_permanent_failure(on);
+                run.faults.permanent = on;
+            }
+            Op::StoreHangs(on) => b.store.set_hanging(on),
+            Op::Shutdown => {
+                match c.shutdown().await {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::Deferred => {}
+                    Err(e) => return Err(TestCaseError::fail(format!("shutdown failed with a journal: {e}"))),
+                }
+                if !b.cache.capabilities().shared {
+                    // The process exits; its cache goes with it, and held nothing.
+                    let left = b.cache.dirty(u64::MAX, 100).await.expect("dirty");
+                    prop_assert!(left.is_empty(), "shutdown left deltas in an in-process cache: {:?}", left);
+                    prop_assert!(c.inflight_batches().is_empty(), "shutdown left batches in memory");
+                    b.cache_faults.lose_everything().await.expect("inject");
+                }
+                drop(c);
+                c = run.handle();
             }
             Op::StoreFailsNext(n) => b.store.fail_next(n),
             Op::StoreLosesAcks(n) => b.store.lose_next_acks(n),
             Op::StoreDown(down) => b.store.set_down(down),
             Op::LoseCache => {
+                // Losses are counted from what landed: hung applies land first.
+                b.store.release_hung().await;
                 run.lose_pending(None).await;
+                // Claims of dead flushers are lost with the cache, unless
+                // this engine adopted them already.
+                let adopted: HashSet<BatchId> = c.inflight_batches().iter().map(|p| p.root()).collect();
                 let orphans: Vec<Batch> = b
                     .cache
                     .claims(0)
                     .await
                     .expect("claims")
                     .into_iter()
-                    .filter(|cl| run.orphans.contains(&cl.id))
+                    .filter(|cl| run.orphans.contains(&cl.id) && !adopted.contains(&cl.id))
                     .collect();
                 run.lose_batches(&orphans);
                 b.cache_faults.lose_everything().await.expect("inject");
             }
             Op::LosePart { key, part } => {
+                // Losses are counted from what landed: hung applies land first.
+                b.store.release_hung().await;
                 // What is lost depends on how the backend keeps the parts:
                 // read the total after the loss (with the store healed) and
                 // accept either "nothing lost" or "the pending delta lost".
@@ -352,9 +490,7 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                     .map(|v| v.pending)
                     .unwrap_or(0);
                 b.cache_faults.lose_part(&run.keys[key], part).await.expect("inject");
-                b.store.set_down(false);
-                b.store.fail_next(0);
-                b.store.lose_next_acks(0);
+                run.heal();
                 let before = run.model.totals[key];
                 let v = c
                     .get(&run.keys[key])
@@ -372,6 +508,8 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 run.model.totals[key] = i128::from(v);
             }
             Op::FlusherDies { applied } => {
+                // Losses are counted from what landed: hung applies land first.
+                b.store.release_hung().await;
                 let dirty = b.cache.dirty(u64::MAX, 1_000).await.expect("dirty");
                 let cells: Vec<Cell> = dirty.into_iter().map(|d| d.cell).collect();
                 let batch = b.cache.claim(BatchId::new(), &cells).await.expect("claim");
@@ -381,21 +519,25 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 // The dead flusher's engine-only batches (their claim records
                 // already lost with the cache) die with it.
                 let in_cache: Vec<Batch> = b.cache.claims(0).await.expect("claims");
-                let only_in_engine: Vec<Batch> =
-                    c.inflight_batches().into_iter().filter(|bt| !in_cache.iter().any(|cl| cl.id == bt.id)).collect();
-                run.lose_batches(&only_in_engine);
+                run.lose_engine(&c, &in_cache);
                 drop(c);
                 run.orphans.extend(b.cache.claims(0).await.expect("claims").into_iter().map(|cl| cl.id));
                 c = run.handle();
             }
             Op::ProcessCrash => {
+                // Losses are counted from what landed: hung applies land first.
+                b.store.release_hung().await;
                 let in_cache: Vec<Batch> = b.cache.claims(0).await.expect("claims");
-                let only_in_engine: Vec<Batch> =
-                    c.inflight_batches().into_iter().filter(|bt| !in_cache.iter().any(|cl| cl.id == bt.id)).collect();
-                run.lose_batches(&only_in_engine);
+                run.lose_engine(&c, &in_cache);
                 if !b.cache.capabilities().shared {
                     run.lose_pending(None).await;
-                    run.lose_batches(&in_cache);
+                    // Claims the cache records: what the engine holds of them
+                    // (their parts not landed) dies, and so do the claims of
+                    // flushers that died before (no part of them landed here).
+                    let held: Vec<Batch> = c.inflight_batches();
+                    let roots: HashSet<BatchId> = held.iter().map(|p| p.root()).collect();
+                    run.lose_batches(held.iter().filter(|p| in_cache.iter().any(|cl| cl.id == p.root())));
+                    run.lose_batches(in_cache.iter().filter(|cl| !roots.contains(&cl.id)));
                     b.cache_faults.lose_everything().await.expect("inject");
                 } else {
                     run.orphans.extend(in_cache.iter().map(|cl| cl.id));
@@ -410,9 +552,8 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
     }
 
     // Heal everything; the final flush must land every remaining delta once.
-    b.store.set_down(false);
-    b.store.fail_next(0);
-    b.store.lose_next_acks(0);
+    run.heal();
+    b.store.release_hung().await;
     if let Err(e) = c.flush().await {
         // Known limit: after losing a claim in flight (a double fault: a dead
         // flusher, then the cache lost), the state the remaining deltas add

@@ -124,6 +124,16 @@ impl Backlog {
         self.roots.values().flat_map(|r| r.pieces.iter().cloned()).collect()
     }
 
+    /// The pieces of roots not adopted from a journal (those stay in its files).
+    pub(crate) fn all_in_memory(&self) -> Vec<Piece> {
+        self.roots.values().filter(|r| r.origin != Origin::Journal).flat_map(|r| r.pieces.iter().cloned()).collect()
+    }
+
+    /// The roots not done, and where they came from.
+    pub(crate) fn origins(&self) -> Vec<(BatchId, Origin)> {
+        self.roots.iter().map(|(id, r)| (*id, r.origin.clone())).collect()
+    }
+
     /// Cells of single-cell pieces the store refused (kept out of new
     /// claims until they land).
     pub(crate) fn refused_cells(&self) -> HashSet<Cell> {

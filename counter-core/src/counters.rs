@@ -666,15 +666,36 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     /// [`shutdown`](Self::shutdown)).
     async fn undelivered(&self, cause: Error) -> Result<FlushReport> {
         let engine = &*self.engine;
-        if engine.cache.capabilities().shared {
+        let shared = engine.cache.capabilities().shared;
+        let (batches, cells) = engine.backlog_size();
+        let spilled = match engine.spill(!shared).await {
+            Ok(spilled) => spilled,
+            Err(e) => {
+                error!(error = %e, cause = %cause, "could not write the spill journal: call shutdown again");
+                return Err(e.with_source(cause));
+            }
+        };
+        let journal = match &spilled {
+            Some((path, batches, cells)) => {
+                format!("; {batches} batches of {cells} cells were written to the spill journal {}", path.display())
+            }
+            None => String::new(),
+        };
+        if shared {
+            // What the cache records as claims, other flushers land; what it
+            // lost the records of is only safe in a journal.
+            let recorded = spilled.is_some() || engine.backlog_recorded_in_cache().await.unwrap_or(false);
+            if !recorded {
+                warn!(error = %cause, "counters hold batches the shared cache lost track of, and no spill journal: call shutdown again");
+                return Err(cause);
+            }
             engine.close();
-            let (batches, cells) = engine.backlog_size();
             let e = Error::new(
                 ErrorKind::Deferred,
                 format!(
                     "shut down with deltas the store did not take ({cause}); they are held in the shared {} cache \
-                     ({batches} claimed batches of {cells} cells, plus the cells still pending), and other \
-                     processes' flushers or the next start land them",
+                     ({batches} claimed batches of {cells} cells, and the cells still pending), where other \
+                     processes' flushers or the next start land them{journal}",
                     engine.cache.capabilities().name
                 ),
             )
@@ -682,33 +703,28 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
             warn!(error = %e, "counters shut down without draining");
             return Err(e);
         }
-        match engine.spill().await {
-            Ok(Some((path, batches, cells))) => {
+        match spilled {
+            Some(_) => {
                 engine.close();
                 let e = Error::new(
                     ErrorKind::Deferred,
                     format!(
-                        "shut down with deltas the store did not take ({cause}); {batches} batches of {cells} cells \
-                         were written to the spill journal {}, which the next start replays",
-                        path.display()
+                        "shut down with deltas the store did not take ({cause}){journal}, which the next start \
+                         replays"
                     ),
                 )
                 .with_source(cause);
                 warn!(error = %e, "counters spilled what the store did not take");
                 Err(e)
             }
-            Ok(None) if engine.journal_dir().is_none() => {
+            None if engine.journal_dir().is_none() => {
                 warn!(error = %cause, "counters could not drain and have no spill journal: call shutdown again");
                 Err(cause)
             }
             // Nothing was left to spill after all.
-            Ok(None) => {
+            None => {
                 engine.close();
                 Ok(FlushReport::default())
-            }
-            Err(e) => {
-                error!(error = %e, cause = %cause, "could not write the spill journal: call shutdown again");
-                Err(e.with_source(cause))
             }
         }
     }

@@ -317,7 +317,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     }
 
     /// Lands every batch this engine holds, and every claim the cache
-    /// records, with a cell of one of `keys`.
+    /// records, with a cell of one of `keys`. Fails if a part with a cell of
+    /// one of them did not land (a part with other cells only may).
     pub(crate) async fn land_touching(&self, keys: &[Key]) -> Result<()> {
         let claims = self.cache.claims_for(keys).await?;
         {
@@ -328,10 +329,20 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                 }
             }
         }
-        let todo = self.backlog().pieces(|p| keys.iter().any(|k| p.batch.touches(k)));
+        let touching = |p: &Piece| keys.iter().any(|k| p.batch.touches(k));
+        let todo = self.backlog().pieces(touching);
         let mut report = FlushReport::default();
         let errors = self.land_in_passes(todo, &mut report).await;
-        worst(errors).map_or(Ok(()), Err)
+        if self.backlog().pieces(touching).is_empty() {
+            return Ok(());
+        }
+        let mine = errors.iter().position(|e| e.key().is_none_or(|k| keys.iter().any(|key| key.to_string() == k)));
+        Err(match mine {
+            Some(i) => errors[i].clone(),
+            None => {
+                worst(errors).unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "a batch in flight did not land"))
+            }
+        })
     }
 
     pub(crate) fn slice_ids(&self, keys: &[&Key], at: Option<std::time::SystemTime>) -> Vec<SliceId> {
@@ -725,10 +736,22 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         out
     }
 
-    /// Everything not landed this engine holds, as the batches (pieces) to
-    /// land: what a crash of this process would leave behind.
+    /// What this engine holds in memory only and has not seen land, as the
+    /// batches (pieces) to land: what a crash of this process would leave
+    /// behind (parts adopted from the spill journal stay in its files).
     pub(crate) fn inflight_batches(&self) -> Vec<Batch> {
-        self.backlog().all().into_iter().map(|p| Batch::clone(&p.batch)).collect()
+        self.backlog().all_in_memory().into_iter().map(|p| Batch::clone(&p.batch)).collect()
+    }
+
+    /// Whether every batch this engine holds is recorded as a claim in the
+    /// cache (so that other flushers can land it if this one stops).
+    pub(crate) async fn backlog_recorded_in_cache(&self) -> Result<bool> {
+        let roots = self.backlog().origins();
+        if roots.is_empty() {
+            return Ok(true);
+        }
+        let claims = self.cache.claims(0).await?;
+        Ok(roots.iter().all(|(root, origin)| *origin == Origin::Journal || claims.iter().any(|c| c.id == *root)))
     }
 
     /// (roots, cells) in the backlog.
@@ -737,13 +760,13 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         (backlog.roots(), backlog.cells())
     }
 
-    /// Shutdown could not drain, and the cache is in-process: claims what is
-    /// still pending, writes it with the backlog to the spill journal, and
-    /// forgets it all. Returns the file and what it holds (batches, cells).
-    pub(crate) async fn spill(&self) -> Result<Option<(std::path::PathBuf, usize, u64)>> {
+    /// Shutdown could not drain: writes the backlog to the spill journal
+    /// (with `claim_pending`, for an in-process cache, whatever is still
+    /// pending in the cache too) and forgets it. Returns the file and what it
+    /// holds (batches, cells).
+    pub(crate) async fn spill(&self, claim_pending: bool) -> Result<Option<(std::path::PathBuf, usize, u64)>> {
         let Some(journal) = &self.journal else { return Ok(None) };
-        // Whatever is still pending in the cache goes into batches too.
-        loop {
+        while claim_pending {
             let dirty = self.cache.dirty(u64::MAX, DIRTY_PAGE).await?;
             if dirty.is_empty() {
                 break;
@@ -770,9 +793,14 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         let cells = batches.iter().map(|b| b.entries.len() as u64).sum();
         let path = journal.write(&batches)?;
         let (roots, files) = self.backlog().take_all();
-        for (root, origin) in roots {
-            if origin != Origin::Journal {
-                let _ = self.cache.ack(root).await;
+        // A shared cache keeps its claims, so that other processes land them
+        // (the journal's copy then lands as a no-op); an in-process one dies
+        // with the process anyway.
+        if !self.cache.capabilities().shared {
+            for (root, origin) in roots {
+                if origin != Origin::Journal {
+                    let _ = self.cache.ack(root).await;
+                }
             }
         }
         // The batches of the files replayed are in the new file now.
