@@ -98,6 +98,11 @@ fn fnv1a_64(bytes: impl Iterator<Item = u8>) -> u64 {
     hash
 }
 
+/// The dirty-list shard of an encoded id among `shards` lists per window.
+pub(crate) fn dirty_shard(enc: &str, shards: u16) -> u16 {
+    (fnv1a_64(enc.bytes()) % u64::from(shards.max(1))) as u16
+}
+
 /// The key names of one cache.
 #[derive(Debug)]
 pub(crate) struct Layout {
@@ -178,7 +183,7 @@ impl Layout {
 
     /// The dirty-list shard of an encoded id.
     pub(crate) fn dirty_shard_of(&self, enc: &str) -> u16 {
-        (fnv1a_64(enc.bytes()) % u64::from(self.dirty_shards)) as u16
+        dirty_shard(enc, self.dirty_shards)
     }
 
     pub(crate) fn dirty_shards(&self) -> u16 {

@@ -176,8 +176,8 @@ impl MemcacheCache {
             return self.add_with_cas(&c, lineage, delta).await;
         }
         for _ in 0..TRIES {
-            let regs =
-                self.registry.needed(self.client.restarts(), [c.enc.as_str()].into_iter().filter(|_| delta != 0));
+            let cell = [(c.enc.as_str(), lineage)];
+            let regs = self.registry.needed(self.client.restarts(), cell.into_iter().filter(|_| delta != 0));
             let mut p = Pipeline::new();
             self.push_registrations(&mut p, &regs);
             p.arith(&self.layout.total(&c.enc, lineage), &format!("D{} v", incr_amount(delta)));
@@ -185,22 +185,24 @@ impl MemcacheCache {
             let replies = self.client.run(&p).await?;
             let (reg_replies, rest) = replies.split_at(regs.replies());
             if refused_as_non_numeric(&rest[0]) {
-                // Nothing was added; add with compare-and-swap instead.
+                // Nothing was added; add with compare-and-swap instead (the
+                // registration landed all the same).
+                self.note_registrations(&regs, reg_replies).await;
                 return self.add_with_cas(&c, lineage, delta).await;
             }
             match self.landed(&c, lineage, &rest[0], &rest[1])? {
                 Landed::Live(stored, mark) => {
-                    let failed = registrations_ok(reg_replies).err();
+                    let failed = regs.landed(reg_replies).err();
                     if wrapped(stored, delta) || failed.is_some() {
                         self.undo(&c, lineage, delta).await?;
                         return Err(failed.unwrap_or_else(|| overflow(key)));
                     }
-                    self.registry.mark(&regs);
-                    self.reregister_if_restarted(&regs, [c.enc.as_str()]).await?;
+                    self.registered(&regs, reg_replies, cell).await?;
                     let total = crate::values::decode_total(stored);
                     return Ok(CacheIncr::Applied { total, pending: i128::from(total) - i128::from(mark) });
                 }
                 Landed::Elsewhere(next) => {
+                    self.note_registrations(&regs, reg_replies).await;
                     if rest[0].ok() {
                         self.drop_dead_total(&c, lineage).await;
                     }
@@ -244,21 +246,22 @@ impl MemcacheCache {
                 return Ok(CacheIncr::Missing);
             };
             let new = old.checked_add(delta).ok_or_else(|| overflow(key))?;
-            let regs = self.registry.needed(self.client.restarts(), [c.enc.as_str()]);
+            let cell = [(c.enc.as_str(), lineage)];
+            let regs = self.registry.needed(self.client.restarts(), cell);
             let mut p = Pipeline::new();
             self.push_registrations(&mut p, &regs);
             p.set(&total_key, encode_total(new).to_string().as_bytes(), &format!("C{cas}"));
             let replies = self.client.run(&p).await?;
             let (reg_replies, rest) = replies.split_at(regs.replies());
             if rest[0].check()?.ok() {
-                if let Err(e) = registrations_ok(reg_replies) {
+                if let Err(e) = regs.landed(reg_replies) {
                     self.undo(c, lineage, delta).await?;
                     return Err(e);
                 }
-                self.registry.mark(&regs);
-                self.reregister_if_restarted(&regs, [c.enc.as_str()]).await?;
+                self.registered(&regs, reg_replies, cell).await?;
                 return Ok(CacheIncr::Applied { total: new, pending: i128::from(new) - i128::from(mark) });
             }
+            self.note_registrations(&regs, reg_replies).await;
         }
         Err(Error::new(ErrorKind::Unavailable, "the counter was too busy to add a large delta with compare-and-swap"))
     }
@@ -278,8 +281,11 @@ impl MemcacheCache {
                 State::Frozen { f_cas } => format!("C{f_cas}"),
             };
             let lineage = new_lineage();
-            let regs =
-                self.registry.needed(self.client.restarts(), [c.enc.as_str()].into_iter().filter(|_| extra != 0));
+            // A new lineage: the next change registers the cell again (or
+            // this load does, for a pending `extra`), whatever was
+            // registered before the counter was lost.
+            let cell = [(c.enc.as_str(), lineage)];
+            let regs = self.registry.needed(self.client.restarts(), cell.into_iter().filter(|_| extra != 0));
             let mut p = Pipeline::new();
             self.push_registrations(&mut p, &regs);
             let total_key = self.layout.total(&c.enc, lineage);
@@ -291,14 +297,14 @@ impl MemcacheCache {
             );
             let replies = self.client.run(&p).await?;
             let (reg_replies, rest) = replies.split_at(regs.replies());
-            registrations_ok(reg_replies)?;
+            regs.landed(reg_replies)?;
             rest[0].check()?;
             if rest[1].check()?.ok() {
-                self.registry.mark(&regs);
-                self.reregister_if_restarted(&regs, regs.encs.clone().iter().map(String::as_str)).await?;
+                self.registered(&regs, reg_replies, cell.into_iter().filter(|_| extra != 0)).await?;
                 self.remember_lineage(&c.enc, lineage);
                 return Ok(total);
             }
+            self.note_registrations(&regs, reg_replies).await;
             self.drop_dead_total(&c, lineage).await;
         }
         Err(Error::new(ErrorKind::Unavailable, "the counter kept changing while loading it"))
@@ -318,7 +324,8 @@ impl MemcacheCache {
             if old == total {
                 return Ok(Some(old));
             }
-            let regs = self.registry.needed(self.client.restarts(), [c.enc.as_str()]);
+            let cell = [(c.enc.as_str(), lineage)];
+            let regs = self.registry.needed(self.client.restarts(), cell);
             let mut p = Pipeline::new();
             self.push_registrations(&mut p, &regs);
             let total_key = self.layout.total(&c.enc, lineage);
@@ -326,14 +333,14 @@ impl MemcacheCache {
             let replies = self.client.run(&p).await?;
             let (reg_replies, rest) = replies.split_at(regs.replies());
             if rest[0].check()?.ok() {
-                if let Err(e) = registrations_ok(reg_replies) {
+                if let Err(e) = regs.landed(reg_replies) {
                     self.add_raw(&c, lineage, (old as u64).wrapping_sub(total as u64)).await?;
                     return Err(e);
                 }
-                self.registry.mark(&regs);
-                self.reregister_if_restarted(&regs, [c.enc.as_str()]).await?;
+                self.registered(&regs, reg_replies, cell).await?;
                 return Ok(Some(old));
             }
+            self.note_registrations(&regs, reg_replies).await;
         }
         Err(Error::new(ErrorKind::Unavailable, "the counter was too busy to set it with compare-and-swap"))
     }
@@ -394,8 +401,8 @@ impl MemcacheCache {
                 }
                 let targets: Vec<(usize, u64)> =
                     remaining.iter().filter_map(|&i| self.lineage_of(&cells[i].enc).map(|l| (i, l))).collect();
-                let regs =
-                    self.registry.needed(self.client.restarts(), targets.iter().map(|(i, _)| cells[*i].enc.as_str()));
+                let named = || targets.iter().map(|(i, lineage)| (cells[*i].enc.as_str(), *lineage));
+                let regs = self.registry.needed(self.client.restarts(), named());
                 let mut p = Pipeline::new();
                 self.push_registrations(&mut p, &regs);
                 for (i, lineage) in &targets {
@@ -404,7 +411,7 @@ impl MemcacheCache {
                 }
                 let replies = self.client.run(&p).await?;
                 let (reg_replies, rest) = replies.split_at(regs.replies());
-                let mut failed = registrations_ok(reg_replies).err();
+                let mut failed = regs.landed(reg_replies).err();
                 let mut next = Vec::new();
                 for ((i, lineage), pair) in targets.iter().zip(rest.chunks(2)) {
                     let added;
@@ -435,10 +442,10 @@ impl MemcacheCache {
                     }
                 }
                 if let Some(e) = failed {
+                    self.note_registrations(&regs, reg_replies).await;
                     return Err(e);
                 }
-                self.registry.mark(&regs);
-                self.reregister_if_restarted(&regs, targets.iter().map(|(i, _)| cells[*i].enc.as_str())).await?;
+                self.registered(&regs, reg_replies, named()).await?;
                 remaining = next;
                 if remaining.is_empty() {
                     return Ok(());
