@@ -124,9 +124,9 @@ impl Backlog {
         self.roots.values().flat_map(|r| r.pieces.iter().cloned()).collect()
     }
 
-    /// The pieces of roots not adopted from a journal (those stay in its files).
-    pub(crate) fn all_in_memory(&self) -> Vec<Piece> {
-        self.roots.values().filter(|r| r.origin != Origin::Journal).flat_map(|r| r.pieces.iter().cloned()).collect()
+    /// The pieces of roots adopted from a journal (they stay in its files).
+    pub(crate) fn all_from_journal(&self) -> Vec<Piece> {
+        self.roots.values().filter(|r| r.origin == Origin::Journal).flat_map(|r| r.pieces.iter().cloned()).collect()
     }
 
     /// The roots not done, and where they came from.

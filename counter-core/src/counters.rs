@@ -8,17 +8,18 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::warn;
 
 use crate::batch::now_ms;
 use crate::cache::CacheLayer;
 use crate::cell::{Cell, SliceId};
 use crate::config::{BackpressureMode, Config, RetryPolicy};
-use crate::engine::{Engine, FlushReport, HeldCell};
+use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::Key;
 use crate::metrics::MetricsSnapshot;
 use crate::policy::{Family, Policy};
+use crate::report::{FlushReport, HeldCell};
 use crate::store::{CleanReport, DurableStore, ListQuery};
 use crate::timeslice::{TimeSlices, epoch_secs};
 
@@ -231,9 +232,9 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> CountersBuilder<C, S> {
 /// # }
 /// ```
 pub struct Counters<C: CacheLayer + ?Sized = dyn CacheLayer, S: DurableStore + ?Sized = dyn DurableStore> {
-    engine: Arc<Engine<C, S>>,
-    stop: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) engine: Arc<Engine<C, S>>,
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
@@ -359,7 +360,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     async fn write_through(&self, cells: &[Cell]) -> Result<()> {
         let engine = &*self.engine;
         let mut report = FlushReport::default();
-        let mut failed = crate::engine::worst(engine.flush_cells(cells, &mut report).await);
+        let mut failed = crate::landing::worst(engine.flush_cells(cells, &mut report).await);
         if failed.is_none() {
             let mut keys: Vec<Key> = cells.iter().map(|c| c.key().clone()).collect();
             keys.dedup();
@@ -574,10 +575,18 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
 
     /// Batches this handle claimed (or adopted) and has not seen land yet
     /// (being applied, held for retry after a store failure, or holding
-    /// cells the store refused), as the pieces still to land: what a crash
-    /// of this process would leave behind. For diagnostics and tests.
+    /// cells the store refused), as the pieces still to land. For
+    /// diagnostics and tests.
     pub fn inflight_batches(&self) -> Vec<crate::batch::Batch> {
-        self.engine.inflight_batches()
+        self.engine.inflight_batches(false)
+    }
+
+    /// Those of [`inflight_batches`](Self::inflight_batches) adopted from the
+    /// spill journal: they stay in its files until they land, whatever
+    /// becomes of this process. Of the others, a crash loses those whose
+    /// claims the cache does not record.
+    pub fn journal_batches(&self) -> Vec<crate::batch::Batch> {
+        self.engine.inflight_batches(true)
     }
 
     /// Cells the store refused for good (an overflow another writer caused,
@@ -601,132 +610,6 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         let mut m = self.engine.metrics.snapshot();
         m.store_failure = self.engine.store_failure().map(|e| e.to_string());
         m
-    }
-
-    /// Stops admitting calls (they fail with [`ShutDown`](ErrorKind::ShutDown)),
-    /// waits for the calls in flight, stops the background flusher, drains
-    /// every pending delta to the store and reports what it flushed.
-    ///
-    /// When the store does not take everything within the shutdown timeout
-    /// (it is down, hangs, or refuses cells), nothing is dropped:
-    ///
-    /// - with an in-process cache and a [spill journal](CountersBuilder::spill_journal),
-    ///   what is left is written to the journal, the handle closes, and the
-    ///   error is [`Deferred`](ErrorKind::Deferred), naming the file: the
-    ///   next handle over the journal lands it;
-    /// - with a shared cache, what is left stays in the shared cache (other
-    ///   processes' flushers, or the next start, land it), the handle
-    ///   closes, and the error is [`Deferred`](ErrorKind::Deferred) too;
-    /// - with an in-process cache and no journal, the handle stays open for
-    ///   another `shutdown` (calls stay refused), and the error is the
-    ///   store's.
-    ///
-    /// Once closed, further calls fail with [`ShutDown`](ErrorKind::ShutDown).
-    pub async fn shutdown(&self) -> Result<FlushReport> {
-        let engine = &*self.engine;
-        if engine.is_closed() {
-            return Err(Error::new(ErrorKind::ShutDown, "the counters handle was shut down"));
-        }
-        engine.gate.close().await;
-        let _ = self.stop.send(true);
-        let task = self.task.lock().expect("task lock").take();
-        if let Some(mut task) = task {
-            // A pass stuck on a hung store is not worth waiting for: what it
-            // holds is in the backlog, and landing it again is a no-op.
-            if tokio::time::timeout(Duration::from_secs(1), &mut task).await.is_err() {
-                task.abort();
-                let _ = task.await;
-            }
-        }
-        let drained = match tokio::time::timeout(engine.config.shutdown_timeout, engine.flush_all(false)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::new(
-                ErrorKind::Unavailable,
-                format!("the store did not take every pending delta within {:?}", engine.config.shutdown_timeout),
-            )),
-        };
-        let result = match drained {
-            Ok(report) => {
-                engine.close();
-                info!(
-                    batches = report.batches,
-                    counters = report.counters,
-                    slices = report.slices,
-                    "counters shut down, pending deltas flushed"
-                );
-                Ok(report)
-            }
-            Err(e) => self.undelivered(e).await,
-        };
-        let _ = engine.refresh_gauges().await;
-        result
-    }
-
-    /// What shutdown does with what the store did not take (see
-    /// [`shutdown`](Self::shutdown)).
-    async fn undelivered(&self, cause: Error) -> Result<FlushReport> {
-        let engine = &*self.engine;
-        let shared = engine.cache.capabilities().shared;
-        let (batches, cells) = engine.backlog_size();
-        let spilled = match engine.spill(!shared).await {
-            Ok(spilled) => spilled,
-            Err(e) => {
-                error!(error = %e, cause = %cause, "could not write the spill journal: call shutdown again");
-                return Err(e.with_source(cause));
-            }
-        };
-        let journal = match &spilled {
-            Some((path, batches, cells)) => {
-                format!("; {batches} batches of {cells} cells were written to the spill journal {}", path.display())
-            }
-            None => String::new(),
-        };
-        if shared {
-            // What the cache records as claims, other flushers land; what it
-            // lost the records of is only safe in a journal.
-            let recorded = spilled.is_some() || engine.backlog_recorded_in_cache().await.unwrap_or(false);
-            if !recorded {
-                warn!(error = %cause, "counters hold batches the shared cache lost track of, and no spill journal: call shutdown again");
-                return Err(cause);
-            }
-            engine.close();
-            let e = Error::new(
-                ErrorKind::Deferred,
-                format!(
-                    "shut down with deltas the store did not take ({cause}); they are held in the shared {} cache \
-                     ({batches} claimed batches of {cells} cells, and the cells still pending), where other \
-                     processes' flushers or the next start land them{journal}",
-                    engine.cache.capabilities().name
-                ),
-            )
-            .with_source(cause);
-            warn!(error = %e, "counters shut down without draining");
-            return Err(e);
-        }
-        match spilled {
-            Some(_) => {
-                engine.close();
-                let e = Error::new(
-                    ErrorKind::Deferred,
-                    format!(
-                        "shut down with deltas the store did not take ({cause}){journal}, which the next start \
-                         replays"
-                    ),
-                )
-                .with_source(cause);
-                warn!(error = %e, "counters spilled what the store did not take");
-                Err(e)
-            }
-            None if engine.journal_dir().is_none() => {
-                warn!(error = %cause, "counters could not drain and have no spill journal: call shutdown again");
-                Err(cause)
-            }
-            // Nothing was left to spill after all.
-            None => {
-                engine.close();
-                Ok(FlushReport::default())
-            }
-        }
     }
 }
 

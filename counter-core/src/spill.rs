@@ -42,6 +42,9 @@ pub(crate) struct Journal {
     dir: PathBuf,
 }
 
+/// A journal file that does not parse, and why.
+pub(crate) type Damaged = (PathBuf, Error);
+
 /// One journal file and the batches it holds.
 #[derive(Debug)]
 pub(crate) struct SpillFile {
@@ -64,7 +67,7 @@ impl Journal {
 
     /// Every whole journal file, oldest first. A file that does not parse is
     /// reported in the second list and left in place.
-    pub(crate) fn read_all(&self) -> Result<(Vec<SpillFile>, Vec<(PathBuf, Error)>)> {
+    pub(crate) fn read_all(&self) -> Result<(Vec<SpillFile>, Vec<Damaged>)> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),

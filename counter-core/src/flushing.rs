@@ -1,0 +1,207 @@
+//! Flush passes: the background flusher's (the backlog that is due, then
+//! the cells their policy says are due) and the explicit, barrier flush
+//! (everything). Cells the store refuses wait for their held piece; a store
+//! that is down or failing ends a pass, leaving the rest pending.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tracing::{debug, info};
+
+use crate::backlog::{Origin, refuses_cell};
+use crate::batch::{Batch, BatchId, now_ms};
+use crate::cache::CacheLayer;
+use crate::cell::Cell;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::landing::worst;
+use crate::report::FlushReport;
+use crate::store::DurableStore;
+
+/// Most dirty cells looked at in one pass.
+pub(crate) const DIRTY_PAGE: usize = 10_000;
+/// Passes of an explicit flush over the dirty cells.
+const MAX_FLUSH_PASSES: usize = 1_000;
+
+impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
+    /// Claims the pending deltas of `cells` and lands them, batch by batch.
+    /// Stops at the first batch that fails for a reason other than a
+    /// refused cell (the store is down, or failing as a whole): the rest
+    /// stays pending in the cache.
+    pub(crate) async fn flush_cells(&self, cells: &[Cell], report: &mut FlushReport) -> Vec<Error> {
+        let chunk = self.cache.capabilities().max_claim.min(self.store.capabilities().max_batch).max(1);
+        let mut errors = Vec::new();
+        for part in cells.chunks(chunk) {
+            let batch = match self.cache.claim(BatchId::new(), part).await {
+                Ok(batch) => Arc::new(batch),
+                Err(e) => {
+                    errors.push(e);
+                    break;
+                }
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            self.backlog().add(batch.clone(), Origin::Claimed);
+            let failed = self.land_pieces(vec![(batch.id, batch)], report).await;
+            let stop = failed.iter().any(|e| !refuses_cell(e));
+            errors.extend(failed);
+            if stop {
+                break;
+            }
+        }
+        errors
+    }
+
+    /// Claims that their flusher left unacknowledged for longer than the
+    /// lease (it died, or lost its ack), adopted to be applied again under
+    /// the same identity: a no-op if they had landed. Scanned every half
+    /// lease unless `force`; with `take_over`, every claim, whatever its age.
+    pub(crate) async fn adopt_orphans(&self, force: bool, take_over: bool) -> Result<()> {
+        let lease = if take_over { 0 } else { self.config.claim_lease.as_millis() as u64 };
+        let now = now_ms();
+        if !force && lease > 0 && now.saturating_sub(self.last_orphan_scan_ms.load(Relaxed)) < lease / 2 {
+            return Ok(());
+        }
+        self.last_orphan_scan_ms.store(now, Relaxed);
+        let claims = self.cache.claims(lease).await?;
+        let mut backlog = self.backlog();
+        for claim in claims {
+            if !backlog.contains(claim.id) {
+                info!(batch = %claim.id, cells = claim.entries.len(), "recovering an orphaned claim");
+                backlog.add(Arc::new(claim), Origin::Orphan);
+            }
+        }
+        Ok(())
+    }
+
+    /// Lands the backlog: the pieces due (or all of them, with
+    /// `everything`), after adopting orphaned claims.
+    pub(crate) async fn land_backlog(
+        &self,
+        report: &mut FlushReport,
+        everything: bool,
+        take_over: bool,
+    ) -> Result<Vec<Error>> {
+        self.adopt_orphans(everything, take_over).await?;
+        let now = now_ms();
+        let todo = self.backlog().pieces(|p| everything || p.retry_at_ms <= now);
+        Ok(self.land_in_passes(todo, report).await)
+    }
+
+    /// One pass of the background flusher: the backlog, then every cell
+    /// whose policy says it is due (none while the store fails as a whole;
+    /// cells the store refuses wait for their held piece to land).
+    pub(crate) async fn flush_due(&self) -> Result<FlushReport> {
+        let mut report = FlushReport::default();
+        let mut errors = self.land_backlog(&mut report, false, false).await?;
+        if self.store_failure().is_some() || errors.iter().any(|e| e.is_transient()) {
+            return worst(errors).map_or(Ok(report), Err);
+        }
+        let refused = self.backlog().refused_cells();
+        let now = now_ms();
+        let mut due: Vec<Cell> = {
+            let mut urgent = self.urgent.lock().expect("urgent lock");
+            let ready: Vec<Cell> = urgent.iter().filter(|(_, d)| **d <= now).map(|(c, _)| c.clone()).collect();
+            ready.iter().for_each(|c| {
+                urgent.remove(c);
+            });
+            ready
+        };
+        due.retain(|c| !refused.contains(c));
+        errors.extend(self.flush_cells(&due, &mut report).await);
+        let shortest = self.config.families.shortest_interval().as_millis() as u64;
+        while errors.iter().all(refuses_cell) {
+            let dirty = self.cache.dirty(now.saturating_sub(shortest), DIRTY_PAGE).await?;
+            let full = dirty.len() == DIRTY_PAGE;
+            due.clear();
+            for d in dirty {
+                let policy = &self.config.families.of(d.cell.key()).policy;
+                let age = now.saturating_sub(d.dirty_since_ms);
+                let counter_reached = matches!(d.cell, Cell::Counter(_)) && policy.reached(d.pending);
+                if (age >= policy.age_bound().as_millis() as u64 || counter_reached) && !refused.contains(&d.cell) {
+                    due.push(d.cell);
+                }
+            }
+            if due.is_empty() {
+                break;
+            }
+            errors.extend(self.flush_cells(&due, &mut report).await);
+            if !full {
+                break;
+            }
+        }
+        worst(errors).map_or(Ok(report), Err)
+    }
+
+    /// Flushes everything pending, whatever the policy. A barrier: when it
+    /// returns Ok, every delta counted before it was called is in the store,
+    /// including batches the background flusher was landing meanwhile
+    /// (landing one twice is a no-op). With `take_over`, claims of other
+    /// processes are landed too, whatever their age.
+    pub(crate) async fn flush_all(&self, take_over: bool) -> Result<FlushReport> {
+        let mut report = FlushReport::default();
+        let mut errors = self.land_backlog(&mut report, true, take_over).await?;
+        // Passes until nothing is dirty; bounded, so that a flush under
+        // constant traffic drains what was pending when it started and ends.
+        // (A pending delta beyond the i64 range needs up to three passes.)
+        // A store that is down or failing ends it: the rest stays pending.
+        let mut passes = 0;
+        while errors.iter().all(refuses_cell) && passes < MAX_FLUSH_PASSES {
+            passes += 1;
+            let dirty = self.cache.dirty(u64::MAX, DIRTY_PAGE).await?;
+            if dirty.is_empty() {
+                break;
+            }
+            let cells: Vec<Cell> = dirty.into_iter().map(|d| d.cell).collect();
+            errors.extend(self.flush_cells(&cells, &mut report).await);
+        }
+        if !errors.is_empty() && errors.iter().all(refuses_cell) {
+            // Refusals may depend on order: once more, after everything else.
+            errors = self.land_backlog(&mut report, true, false).await?;
+        }
+        self.urgent.lock().expect("urgent lock").clear();
+        self.outstanding_claims(&mut report).await;
+        match worst(errors) {
+            None => Ok(report),
+            Some(e) => Err(self.describe_held(e)),
+        }
+    }
+
+    /// Adds to `report` the claims other flushers hold in the cache.
+    pub(crate) async fn outstanding_claims(&self, report: &mut FlushReport) {
+        match self.cache.claims(0).await {
+            Ok(claims) => {
+                let backlog = self.backlog();
+                let others: Vec<&Batch> = claims.iter().filter(|c| !backlog.contains(c.id)).collect();
+                report.outstanding_claims = others.len() as u64;
+                report.oldest_claim_age = others
+                    .iter()
+                    .map(|c| c.id.created_ms())
+                    .min()
+                    .map(|ms| Duration::from_millis(now_ms().saturating_sub(ms)));
+            }
+            Err(e) => debug!(error = %e, "could not list the claims of other flushers"),
+        }
+    }
+
+    /// The error a flush returns: `e`, and what is held.
+    pub(crate) fn describe_held(&self, e: Error) -> Error {
+        let backlog = self.backlog();
+        let refused = backlog.refused_cells().len();
+        if refused == 0 {
+            return e;
+        }
+        let message = format!(
+            "{}; {refused} cell(s) the store refused are held and tried again every {:?}, the other cells landed",
+            e.message(),
+            self.config.refused_retry
+        );
+        let mut described = Error::new(e.kind(), message).with_source(e.clone());
+        if let Some(key) = e.key() {
+            described = described.with_key(key);
+        }
+        described
+    }
+}
