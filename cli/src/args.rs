@@ -19,6 +19,11 @@ pub struct Args {
     /// Store URL: sqlite://PATH or memory://
     #[arg(long, global = true, env = "COUNTERS_STORE", default_value = counters::DEFAULT_STORE_URL)]
     pub store: String,
+    /// Spill journal directory: where the deltas the store does not take at
+    /// exit are kept (fsynced) until a later run lands them. Default: next
+    /// to the SQLite file (PATH.spill), else counters-HASH.spill here.
+    #[arg(long, global = true, env = "COUNTERS_JOURNAL")]
+    pub journal: Option<std::path::PathBuf>,
     /// Print JSON for scripts instead of text for people.
     #[arg(long, global = true)]
     pub json: bool,
@@ -106,8 +111,15 @@ pub enum Command {
         #[arg(long, allow_hyphen_values = true)]
         to: Option<i64>,
     },
-    /// Write every pending delta to the store.
-    Flush,
+    /// Write every pending delta to the store, and report the claims other
+    /// processes hold (a process killed mid-flush leaves some).
+    Flush {
+        /// Also land other processes' claims now, instead of once they are
+        /// older than the claim lease (safe: a claim lands once, whoever
+        /// lands it).
+        #[arg(long)]
+        recover: bool,
+    },
     /// Run the HTTP service: the JSON API under /v1, /metrics, /healthz,
     /// /readyz and the admin page at /admin. Stops on SIGINT or SIGTERM
     /// after draining every pending delta to the store.

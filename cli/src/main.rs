@@ -3,7 +3,11 @@
 //! Exit codes: 0 success (for `serve`: stopped by SIGINT/SIGTERM and
 //! drained); 2 bad input (invalid key, value, range or URL; overflow; for
 //! `serve`, bad settings or an address it cannot listen on); 3 a backend is
-//! unavailable (retrying may help); 4 a backend failed for good.
+//! unavailable (retrying may help); 4 a backend failed for good; 5 the
+//! command's work was done (an increment counted, a value set) but not all
+//! of it reached the store: it is held in the spill journal or the shared
+//! cache and lands later, exactly once. Do not retry after 5: it would
+//! count twice.
 
 mod args;
 mod run;
@@ -19,6 +23,8 @@ const EXIT_BAD_INPUT: u8 = 2;
 const EXIT_UNAVAILABLE: u8 = 3;
 /// Exit code for a permanent backend failure.
 const EXIT_FAILED: u8 = 4;
+/// Exit code for "counted, but not all in the store yet: held, lands later".
+const EXIT_COUNTED_HELD: u8 = 5;
 
 /// Log levels when `COUNTERS_LOG` is unset: warnings for one-shot commands;
 /// for `serve`, also the service's and the engine's info lines (listening,
@@ -39,13 +45,18 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run::run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(run::Outcome::Done) => ExitCode::SUCCESS,
+        Ok(run::Outcome::Counted(e)) => {
+            eprintln!("counters: done, but not all of it is in the store yet (do not retry): {e}");
+            ExitCode::from(EXIT_COUNTED_HELD)
+        }
         Err(e) => {
             eprintln!("counters: {e}");
             ExitCode::from(match e.kind() {
                 ErrorKind::InvalidKey | ErrorKind::InvalidInput | ErrorKind::Overflow | ErrorKind::Config => {
                     EXIT_BAD_INPUT
                 }
+                ErrorKind::Deferred => EXIT_COUNTED_HELD,
                 kind if kind.is_transient() => EXIT_UNAVAILABLE,
                 _ => EXIT_FAILED,
             })

@@ -3,10 +3,14 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use counters::{Counters, Error, ErrorKind, IncrOptions, Key, ListQuery, Result};
+use counters::{Counters, Error, ErrorKind, FlushOptions, IncrOptions, Key, ListQuery, Result};
 use serde_json::json;
 
 use crate::args::{Args, Command, ServeArgs};
+
+/// How long a one-shot command tries to deliver its deltas before it keeps
+/// them in the spill journal and exits 5.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Checked arguments of a command, ready to run.
 enum Job {
@@ -16,7 +20,7 @@ enum Job {
     Delete { key: Key },
     List { query: ListQuery },
     Series { key: Key, precision: u32, from: Option<i64>, to: Option<i64> },
-    Flush,
+    Flush { recover: bool },
 }
 
 fn epoch(secs: i64) -> SystemTime {
@@ -65,26 +69,46 @@ fn check(command: Command) -> Result<Job> {
             }
             Job::Series { key: Key::parse(&key)?, precision, from, to }
         }
-        Command::Flush => Job::Flush,
+        Command::Flush { recover } => Job::Flush { recover },
         Command::Serve(_) => unreachable!("`serve` is run by `serve`"),
     })
 }
 
+/// How a command ended.
+pub enum Outcome {
+    /// It did its work and everything it changed is in the store.
+    Done,
+    /// It did its work (an increment was counted), but the follow-up
+    /// failed: its deltas are held (spill journal or shared cache) and land
+    /// later. Retrying the command would count twice.
+    Counted(Error),
+}
+
 /// Runs the command.
-pub async fn run(args: Args) -> Result<()> {
+pub async fn run(args: Args) -> Result<Outcome> {
+    let journal = args.journal.clone().unwrap_or_else(|| counters::default_journal(&args.store));
     if let Command::Serve(serve_args) = args.command {
-        return serve(&args.cache, &args.store, serve_args).await;
+        return serve(&args.cache, &args.store, journal, serve_args).await;
     }
     let job = check(args.command)?;
     let cache = counters::cache_from_url(&args.cache).await?;
     let store = counters::store_from_url(&args.store).await?;
     // One command, one process: no background flusher; shutdown writes
-    // everything through before the process exits.
-    let counters = Counters::builder(cache, store).background(false).build()?;
+    // everything through before the process exits, or keeps it in the spill
+    // journal (replayed by the next command) when the store does not take it.
+    let counters = Counters::builder(cache, store)
+        .background(false)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT)
+        .spill_journal(journal)
+        .build()?;
     let outcome = execute(&counters, job, args.json).await;
     let flushed = counters.shutdown().await;
     outcome?;
-    flushed.map(|_| ())
+    match flushed {
+        Ok(_) => Ok(Outcome::Done),
+        Err(e) if e.kind() == ErrorKind::Deferred => Ok(Outcome::Counted(e)),
+        Err(e) => Err(e),
+    }
 }
 
 async fn execute(counters: &Counters, job: Job, json: bool) -> Result<()> {
@@ -128,15 +152,35 @@ async fn execute(counters: &Counters, job: Job, json: bool) -> Result<()> {
             let rows: Vec<_> = points.iter().map(|(s, c)| json!({ "start": s, "count": c })).collect();
             print(json, json!(rows), text);
         }
-        Job::Flush => {
-            let report = counters.flush().await?;
+        Job::Flush { recover } => {
+            let report = counters.flush_with(&FlushOptions::new().recover_claims(recover)).await?;
+            let mut text = format!(
+                "flushed {} counters and {} time buckets in {} batches",
+                report.counters, report.slices, report.batches
+            );
+            if report.recovered > 0 {
+                text.push_str(&format!(", {} of them recovered claims of other processes", report.recovered));
+            }
+            if report.outstanding_claims > 0 {
+                let age = report.oldest_claim_age.unwrap_or_default().as_secs_f64();
+                text.push_str(&format!(
+                    "\n{} claims of other processes are outstanding (the oldest {age:.1} s old): they land when \
+                     their process finishes them, or by any flusher once they are older than the claim lease \
+                     (30 s), or now with `counters flush --recover`",
+                    report.outstanding_claims
+                ));
+            }
             print(
                 json,
-                json!({ "batches": report.batches, "counters": report.counters, "slices": report.slices }),
-                format!(
-                    "flushed {} counters and {} time buckets in {} batches",
-                    report.counters, report.slices, report.batches
-                ),
+                json!({
+                    "batches": report.batches,
+                    "counters": report.counters,
+                    "slices": report.slices,
+                    "recovered": report.recovered,
+                    "outstanding_claims": report.outstanding_claims,
+                    "oldest_claim_age_ms": report.oldest_claim_age.map(|a| a.as_millis() as u64),
+                }),
+                text,
             );
         }
     }
@@ -153,7 +197,7 @@ fn print(json: bool, value: serde_json::Value, text: String) {
 
 /// `counters serve`: checks the settings before opening any backend, then
 /// serves until SIGINT or SIGTERM and drains.
-async fn serve(cache: &str, store: &str, args: ServeArgs) -> Result<()> {
+async fn serve(cache: &str, store: &str, journal: std::path::PathBuf, args: ServeArgs) -> Result<Outcome> {
     let config = counters_service::ServiceConfig {
         listen: args.listen,
         token: args.token.filter(|t| !t.is_empty()),
@@ -163,11 +207,16 @@ async fn serve(cache: &str, store: &str, args: ServeArgs) -> Result<()> {
         flush_interval: args.flush_interval,
         time_sliced: args.time_sliced,
         max_pending: args.max_pending,
+        spill_journal: Some(journal),
         ..counters_service::ServiceConfig::default()
     };
     config.validate()?;
     let cache = counters::cache_from_url(cache).await?;
     let store = counters::store_from_url(store).await?;
     let service = counters_service::Service::new(cache, store, config)?;
-    service.run(counters_service::shutdown_signal()).await.map(|_| ())
+    match service.run(counters_service::shutdown_signal()).await {
+        Ok(_) => Ok(Outcome::Done),
+        Err(e) if e.kind() == ErrorKind::Deferred => Ok(Outcome::Counted(e)),
+        Err(e) => Err(e),
+    }
 }

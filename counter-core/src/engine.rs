@@ -175,6 +175,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             Err(e) => {
                 error!(error = %e, "the store cannot keep the counters protocol: every write is refused");
                 self.metrics.record_failure(&e);
+                self.store_failed(&e);
                 *probe = Probe::Refused(e.clone());
                 Err(e)
             }

@@ -24,8 +24,8 @@ mod url;
 
 pub use counter_core::*;
 pub use url::{
-    CACHE_ENV, DEFAULT_CACHE_URL, DEFAULT_STORE_URL, STORE_ENV, cache_from_url, cache_url_from_env, store_from_url,
-    store_url_from_env,
+    CACHE_ENV, DEFAULT_CACHE_URL, DEFAULT_STORE_URL, JOURNAL_ENV, STORE_ENV, cache_from_url, cache_url_from_env,
+    default_journal, journal_from_env, store_from_url, store_url_from_env,
 };
 
 /// The SQLite durable store (cargo feature `sqlite`).

@@ -24,6 +24,37 @@ pub fn store_url_from_env() -> String {
     std::env::var(STORE_ENV).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_STORE_URL.to_string())
 }
 
+/// Environment variable naming the spill journal directory.
+pub const JOURNAL_ENV: &str = "COUNTERS_JOURNAL";
+
+/// The default spill journal for the store a URL names (see
+/// [`CountersBuilder::spill_journal`](counter_core::CountersBuilder::spill_journal)):
+/// next to the SQLite file for `sqlite://PATH` (`PATH.spill`), otherwise
+/// `counters-<hash>.spill` in the current directory, the hash being of the
+/// URL without its credentials, so that each store keeps its own journal.
+pub fn default_journal(store_url: &str) -> std::path::PathBuf {
+    if let Some(path) = store_url.strip_prefix("sqlite://") {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        return std::path::PathBuf::from(format!("{path}.spill"));
+    }
+    let without_credentials = match (store_url.find("://"), store_url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme && !store_url[scheme + 3..at].contains('/') => {
+            format!("{}{}", &store_url[..scheme + 3], &store_url[at + 1..])
+        }
+        _ => store_url.to_string(),
+    };
+    let hash = without_credentials.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    std::path::PathBuf::from(format!("counters-{hash:08x}.spill"))
+}
+
+/// The spill journal from the environment, or the default for `store_url`.
+pub fn journal_from_env(store_url: &str) -> std::path::PathBuf {
+    std::env::var_os(JOURNAL_ENV)
+        .filter(|v| !v.is_empty())
+        .map(Into::into)
+        .unwrap_or_else(|| default_journal(store_url))
+}
+
 fn scheme(url: &str) -> Result<&str> {
     url.split_once("://")
         .map(|(s, _)| s)
@@ -108,6 +139,18 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::Config, "{bad}: {e}");
         }
         assert_eq!(cache_from_url("memory://").await.unwrap().capabilities().name, "memory");
+    }
+
+    #[test]
+    fn default_journals_sit_next_to_sqlite_files_or_are_named_by_the_store() {
+        use std::path::PathBuf;
+        assert_eq!(default_journal("sqlite://counters.sqlite"), PathBuf::from("counters.sqlite.spill"));
+        assert_eq!(default_journal("sqlite:///var/lib/c.db"), PathBuf::from("/var/lib/c.db.spill"));
+        let a = default_journal("redis://10.0.0.1:6379");
+        let b = default_journal("redis://10.0.0.2:6379");
+        assert_ne!(a, b);
+        assert_eq!(default_journal("redis://user:secret@10.0.0.1:6379"), a, "credentials do not change it");
+        assert!(a.to_string_lossy().starts_with("counters-") && a.to_string_lossy().ends_with(".spill"));
     }
 
     #[cfg(feature = "sqlite")]

@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use counters::{IncrOptions, Key, ListQuery, Policy};
+use counters::{Cell, ErrorKind, FlushOptions, HeldCell, IncrOptions, Key, ListQuery, Policy};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -123,14 +125,15 @@ async fn incr(
     State(state): State<AppState>,
     KeyPath(key): KeyPath,
     JsonBody(body): JsonBody<IncrBody>,
-) -> ApiResult {
-    let options = body.options(state.info.time_sliced)?;
-    let total = state
-        .counters
-        .incr_with(&key, body.delta.unwrap_or(1), &options)
-        .await
-        .map_err(|e| ApiError::from_counters(&e, "delta"))?;
-    Ok(Json(json!({ "key": key.to_string(), "value": total })))
+) -> Response {
+    let options = match body.options(state.info.time_sliced) {
+        Ok(options) => options,
+        Err(e) => return e.into_response(),
+    };
+    match state.counters.incr_with(&key, body.delta.unwrap_or(1), &options).await {
+        Ok(total) => Json(json!({ "key": key.to_string(), "value": total })).into_response(),
+        Err(e) => ApiError::from_write(&e, "delta", &key),
+    }
 }
 
 /// `GET /v1/counters/{key}`: the total (durable plus pending; 0 if absent).
@@ -152,10 +155,15 @@ async fn put(
     State(state): State<AppState>,
     KeyPath(key): KeyPath,
     JsonBody(body): JsonBody<PutBody>,
-) -> ApiResult {
-    let value = body.value.ok_or_else(|| ApiError::bad_field("value", "the body needs {\"value\": N}"))?;
-    state.counters.put(&key, value).await.map_err(|e| ApiError::from_counters(&e, "value"))?;
-    Ok(Json(json!({ "key": key.to_string(), "value": value })))
+) -> Response {
+    let value = match body.value {
+        Some(value) => value,
+        None => return ApiError::bad_field("value", "the body needs {\"value\": N}").into_response(),
+    };
+    match state.counters.put(&key, value).await {
+        Ok(()) => Json(json!({ "key": key.to_string(), "value": value })).into_response(),
+        Err(e) => ApiError::from_write(&e, "value", &key),
+    }
 }
 
 /// `DELETE /v1/counters/{key}`: deletes a counter and its series.
@@ -263,15 +271,46 @@ async fn series(
     })))
 }
 
-/// `POST /v1/flush`: writes every pending delta to the store now.
-async fn flush(_: CanWrite, State(state): State<AppState>) -> ApiResult {
-    let report = state.counters.flush().await?;
+/// `POST /v1/flush[?recover=true]`: writes every pending delta to the store
+/// now, and reports the claims other processes hold. A cell the store
+/// refuses for good is 502 `store_refused` (the other cells landed; the
+/// refused ones are held, see `/v1/status` and `/v1/inspect`).
+async fn flush(_: CanWrite, State(state): State<AppState>, Query(raw): Query<HashMap<String, String>>) -> ApiResult {
+    let params = Params::new(raw, &["recover"])?;
+    let options = FlushOptions::new().recover_claims(params.parsed::<bool>("recover")?.unwrap_or(false));
+    let report = state.counters.flush_with(&options).await.map_err(|e| match e.kind() {
+        ErrorKind::Overflow | ErrorKind::InvalidInput | ErrorKind::InvalidKey => {
+            let mut api = ApiError::new(StatusCode::BAD_GATEWAY, "store_refused", e.to_string());
+            api.key = e.key().map(Box::from);
+            api
+        }
+        _ => ApiError::from(e),
+    })?;
     Ok(Json(json!({
         "batches": report.batches,
         "counters": report.counters,
         "slices": report.slices,
         "recovered": report.recovered,
+        "outstanding_claims": report.outstanding_claims,
+        "oldest_claim_age_ms": report.oldest_claim_age.map(|a| a.as_millis() as u64),
     })))
+}
+
+/// A held (refused) cell as JSON.
+pub(crate) fn held_json(held: &HeldCell) -> Value {
+    let (key, slice) = match &held.cell {
+        Cell::Counter(key) => (key, None),
+        Cell::Slice(s) => (&s.key, Some(json!({ "precision": s.precision.secs(), "start": s.start }))),
+    };
+    json!({
+        "key": key.to_string(),
+        "slice": slice,
+        "delta": held.delta,
+        "error": held.error.to_string(),
+        "attempts": held.attempts,
+        "refused_for_ms": held.refused_for.as_millis() as u64,
+        "next_attempt_in_ms": held.next_attempt_in.as_millis() as u64,
+    })
 }
 
 /// `GET /v1/status`: backends, time slices, token rules and the engine's
@@ -303,6 +342,11 @@ async fn status(_: CanRead, State(state): State<AppState>) -> ApiResult {
             "store_applies": m.store_applies,
             "store_apply_ms": m.store_apply_time.as_secs_f64() * 1000.0,
             "last_error": m.last_error,
+            "held_batches": m.held_batches,
+            "refused_cells": m.refused_cells,
+            "open_claims": m.open_claims,
+            "store_failure": m.store_failure,
         },
+        "held_cells": state.counters.held_cells().iter().map(held_json).collect::<Vec<_>>(),
     })))
 }

@@ -44,6 +44,9 @@ pub struct ServiceConfig {
     pub time_slices: TimeSlices,
     /// Most cells pending before increments get backpressure (503).
     pub max_pending: u64,
+    /// The spill journal: where shutdown writes what the store did not take
+    /// (see `CountersBuilder::spill_journal`). None: no journal.
+    pub spill_journal: Option<std::path::PathBuf>,
 }
 
 impl Default for ServiceConfig {
@@ -60,6 +63,7 @@ impl Default for ServiceConfig {
             time_sliced: false,
             time_slices: TimeSlices::default(),
             max_pending: 1_000_000,
+            spill_journal: None,
         }
     }
 }

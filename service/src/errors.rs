@@ -130,6 +130,7 @@ impl ApiError {
     /// | `Backpressure` | 503, `Retry-After: 1` |
     /// | `Unavailable`, `ShutDown` | 503, `Retry-After: 5` |
     /// | `Permanent` | 502 (the backend refused for good) |
+    /// | `Deferred` | 202 (counted; not in the store yet, lands once later: do not retry) |
     /// | `Config` and anything newer | 500 |
     pub fn from_counters(error: &Error, field: &str) -> Self {
         let (status, kind, field, retry) = match error.kind() {
@@ -144,6 +145,7 @@ impl ApiError {
             }
             ErrorKind::ShutDown => (StatusCode::SERVICE_UNAVAILABLE, "shut_down", None, Some(RETRY_AFTER_UNAVAILABLE)),
             ErrorKind::Permanent => (StatusCode::BAD_GATEWAY, "backend_failed", None, None),
+            ErrorKind::Deferred => (StatusCode::ACCEPTED, "deferred", None, None),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, None),
         };
         let mut api = ApiError::new(status, kind, error.to_string());
@@ -151,6 +153,22 @@ impl ApiError {
         api.key = error.key().map(Box::from);
         api.retry_after = retry;
         api
+    }
+
+    /// Maps an error of a write that may have counted: a
+    /// [`Deferred`](ErrorKind::Deferred) one is a success that is not
+    /// durable yet (202, with the value), anything else an error.
+    pub fn from_write(error: &Error, field: &str, key: &counters::Key) -> Response {
+        if error.kind() == ErrorKind::Deferred {
+            let body = serde_json::json!({
+                "key": key.to_string(),
+                "value": error.value(),
+                "durable": false,
+                "deferred": error.to_string(),
+            });
+            return (StatusCode::ACCEPTED, Json(body)).into_response();
+        }
+        ApiError::from_counters(error, field).into_response()
     }
 }
 
@@ -202,6 +220,7 @@ mod tests {
             (ErrorKind::Unavailable, 503, None, Some(5)),
             (ErrorKind::ShutDown, 503, None, Some(5)),
             (ErrorKind::Permanent, 502, None, None),
+            (ErrorKind::Deferred, 202, None, None),
             (ErrorKind::Config, 500, None, None),
         ];
         for (kind, status, field, retry) in cases {

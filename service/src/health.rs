@@ -29,11 +29,22 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// `GET /readyz`: 200 when the store answered a read of the probe key
-/// within the ready timeout; 503 with `Retry-After` when it did not, or
-/// while the service drains for shutdown.
+/// within the ready timeout; 503 with `Retry-After` when it did not, while
+/// the store fails for good (a missing table, bad credentials, a store that
+/// cannot keep the protocol: flushing has stopped), or while the service
+/// drains for shutdown.
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_draining() {
         return ApiError::shutting_down().into_response();
+    }
+    if let Some(e) = state.counters.store_failure() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("the store fails for good, flushing has stopped: {e}"),
+        )
+        .with_retry_after(RETRY_AFTER_UNAVAILABLE)
+        .into_response();
     }
     let probe = Key::new(PROBE_NAMESPACE, PROBE_NAME).expect("the probe key is valid");
     let started = Instant::now();

@@ -46,6 +46,12 @@ struct Detail {
     pending: i128,
     /// How long the oldest part of the pending delta has waited, if any.
     pending_for_ms: Option<u64>,
+    /// Deltas the store refused for good, held and tried again (counted in
+    /// `total`, in neither `durable` nor `pending`).
+    held: i64,
+    /// Why the store refuses them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held_error: Option<String>,
 }
 
 /// Details of `keys` whose totals are `totals`.
@@ -65,6 +71,13 @@ async fn details(state: &AppState, keys: Vec<Key>, totals: Vec<i64>) -> Result<V
             }
         }
     }
+    let mut held: HashMap<Key, (i64, String)> = HashMap::new();
+    for cell in counters.held_cells() {
+        if let Cell::Counter(key) = &cell.cell {
+            let entry = held.entry(key.clone()).or_insert((0, cell.error.to_string()));
+            entry.0 = entry.0.saturating_add(cell.delta);
+        }
+    }
     let now = now_ms();
     Ok(keys
         .into_iter()
@@ -73,6 +86,7 @@ async fn details(state: &AppState, keys: Vec<Key>, totals: Vec<i64>) -> Result<V
         .map(|((key, total), (durable, cached))| {
             let pending = cached.map_or(0, |c| c.pending);
             let pending_for_ms = (pending != 0).then(|| since.get(&key).map(|s| now.saturating_sub(*s))).flatten();
+            let (held, held_error) = held.remove(&key).map_or((0, None), |(d, e)| (d, Some(e)));
             Detail {
                 key: key.to_string(),
                 namespace: key.namespace().to_string(),
@@ -81,6 +95,8 @@ async fn details(state: &AppState, keys: Vec<Key>, totals: Vec<i64>) -> Result<V
                 durable: durable.unwrap_or(0),
                 pending,
                 pending_for_ms,
+                held,
+                held_error,
             }
         })
         .collect())

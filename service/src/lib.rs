@@ -86,11 +86,14 @@ impl Service {
         let timed: Arc<dyn DurableStore> = Arc::new(TimedStore::new(store, metrics.clone()));
         let mut family = Family::new(Policy::interval(config.flush_interval)?);
         family.time_sliced = config.time_sliced;
-        let counters = Counters::builder(cache, timed)
+        let mut builder = Counters::builder(cache, timed)
             .default_family(family)
             .time_slices(config.time_slices.clone())
-            .max_pending(config.max_pending)
-            .build()?;
+            .max_pending(config.max_pending);
+        if let Some(journal) = &config.spill_journal {
+            builder = builder.spill_journal(journal);
+        }
+        let counters = builder.build()?;
         let state = AppState::new(Arc::new(counters), metrics, Access::from_config(&config), info);
         Ok(Service { state, config })
     }

@@ -15,6 +15,10 @@
 //! | `counters_pending_cells` | gauge | engine snapshot |
 //! | `counters_oldest_pending_age_seconds` | gauge | engine snapshot (0 when nothing is pending) |
 //! | `counters_last_flush_error` | gauge | 1 while the flusher's last error is set |
+//! | `counters_held_batches` | gauge | engine snapshot: batches claimed and not landed in full |
+//! | `counters_refused_cells` | gauge | engine snapshot: cells the store refused, held |
+//! | `counters_open_claims` | gauge | engine snapshot: claims in the cache, every process's |
+//! | `counters_store_failed` | gauge | 1 while the store fails for good (flushing stopped) |
 //! | `counters_store_call_duration_seconds{op,outcome}` | histogram | every store call, timed |
 //! | `counters_http_requests_total{method,route,status}` | counter | every request |
 //! | `counters_http_request_duration_seconds{method,route}` | histogram | every request |
@@ -108,6 +112,10 @@ impl ServiceMetrics {
             gauge!("counters_oldest_pending_age_seconds")
                 .set(snapshot.oldest_pending_age.map_or(0.0, |age| age.as_secs_f64()));
             gauge!("counters_last_flush_error").set(if snapshot.last_error.is_some() { 1.0 } else { 0.0 });
+            gauge!("counters_held_batches").set(snapshot.held_batches as f64);
+            gauge!("counters_refused_cells").set(snapshot.refused_cells as f64);
+            gauge!("counters_open_claims").set(snapshot.open_claims as f64);
+            gauge!("counters_store_failed").set(if snapshot.store_failure.is_some() { 1.0 } else { 0.0 });
         });
         self.handle.render()
     }
@@ -129,6 +137,13 @@ fn describe() {
         "Age of the oldest pending delta (flush lag); 0 when nothing is pending."
     );
     describe_gauge!("counters_last_flush_error", "1 when the flusher's last store call failed, else 0.");
+    describe_gauge!(
+        "counters_held_batches",
+        "Batches claimed and not landed in full (being applied, retried, or holding refused cells)."
+    );
+    describe_gauge!("counters_refused_cells", "Cells the store refused for good, held and retried on a slow schedule.");
+    describe_gauge!("counters_open_claims", "Claims recorded in the cache and not acknowledged, every process's.");
+    describe_gauge!("counters_store_failed", "1 while the store fails for good and flushing has stopped, else 0.");
     describe_histogram!(
         "counters_store_call_duration_seconds",
         Unit::Seconds,
