@@ -58,7 +58,7 @@ impl RedisCacheOptions {
 /// that uses the same server and prefix.
 ///
 /// - An increment is one script call: it adds to the counter's total and
-///   returns the new total across all processes (DESIGN.md guarantee 3).
+///   returns the new total across all processes (the "reads see writes" guarantee).
 /// - Counters are spread over hash tags (see [`RedisCacheOptions::shards`]);
 ///   everything about one counter lives in one hash slot, and operations on
 ///   many cells are split by tag.

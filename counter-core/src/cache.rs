@@ -86,7 +86,7 @@ pub struct CacheStats {
 
 /// A cache backend.
 ///
-/// The protocol (DESIGN.md, "one workable flush protocol"): per counter the
+/// The protocol: per counter the
 /// cache keeps a total `T` and a flushed mark `F`; the pending delta is
 /// `T - F`. An increment adds to `T` atomically and returns it. A claim sets
 /// `F := T` atomically per cell and records the claimed deltas under a batch

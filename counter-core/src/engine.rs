@@ -245,7 +245,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     }
 
     /// Durable values of `keys` once every batch in flight that touches
-    /// them has landed: the base a cache miss reloads from (DESIGN.md:
+    /// them has landed: the base a cache miss reloads from (the protocol:
     /// durable value plus claims in flight that have not landed).
     pub(crate) async fn resolve(&self, keys: &[Key]) -> Result<Vec<Option<i64>>> {
         self.land_touching(keys).await?;

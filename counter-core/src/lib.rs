@@ -10,7 +10,7 @@
 //!   time-sliced counters, metrics).
 //! - [`MemoryCache`] and [`MemoryStore`]: in-memory reference backends.
 //!
-//! The guarantees are stated in the workspace's `DESIGN.md` and proved by
+//! The guarantees are stated in the workspace README and proved by
 //! the `conformance` crate against every backend combination.
 #![deny(missing_docs)]
 
