@@ -305,3 +305,53 @@ impl<S: DurableStore + ?Sized> DurableStore for DoubleApplyStore<S> {
         self.inner.clean(precision, cutoff).await
     }
 }
+
+/// A deliberately broken store that stands for an engine dropping refused
+/// batches: it refuses every batch with a cell of one counter, but answers
+/// `Applied`, so the caller forgets the deltas while the store never got
+/// them. The suite must fail against it.
+#[derive(Debug)]
+pub struct DropsRefusedStore<S: DurableStore + ?Sized> {
+    inner: Arc<S>,
+    name: String,
+}
+
+impl<S: DurableStore + ?Sized> DropsRefusedStore<S> {
+    /// Drops, as if applied, every batch with a cell of a counter named `name`
+    /// (in any namespace) or of the counters the cases refuse (`ov`).
+    pub fn new(inner: Arc<S>, name: impl Into<String>) -> Self {
+        DropsRefusedStore { inner, name: name.into() }
+    }
+}
+
+#[async_trait]
+impl<S: DurableStore + ?Sized> DurableStore for DropsRefusedStore<S> {
+    fn capabilities(&self) -> StoreCapabilities {
+        self.inner.capabilities()
+    }
+    async fn apply(&self, batch: &Batch) -> Result<ApplyOutcome> {
+        if batch.entries.iter().any(|e| e.cell.key().name() == self.name) {
+            return Ok(ApplyOutcome::Applied);
+        }
+        match self.inner.apply(batch).await {
+            // What a broken engine does with a refusal: forget the batch.
+            Err(e) if !e.is_transient() && e.key().is_some() => Ok(ApplyOutcome::Applied),
+            other => other,
+        }
+    }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<i64>>> {
+        self.inner.get_many(keys).await
+    }
+    async fn delete(&self, key: &Key) -> Result<bool> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, query: &ListQuery) -> Result<Vec<(Key, i64)>> {
+        self.inner.list(query).await
+    }
+    async fn series(&self, key: &Key, precision: Precision, from: i64, to: i64) -> Result<Vec<(i64, i64)>> {
+        self.inner.series(key, precision, from, to).await
+    }
+    async fn clean(&self, precision: Precision, cutoff: i64) -> Result<CleanReport> {
+        self.inner.clean(precision, cutoff).await
+    }
+}

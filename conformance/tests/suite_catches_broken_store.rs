@@ -1,11 +1,13 @@
 //! The suite tests itself: against a store that applies a retried batch
 //! twice (it forwards every apply under a fresh identity), the cases about
-//! retries and recovery, and the model test, must fail. A suite that passed
-//! here would prove nothing about exactly-once.
+//! retries and recovery, and the model test, must fail; so must the no-loss
+//! cases and the model against a store that answers "applied" for batches
+//! it refused (what an engine that drops refused batches amounts to). A
+//! suite that passed here would prove nothing about exactly-once.
 
 use std::sync::Arc;
 
-use conformance::faults::DoubleApplyStore;
+use conformance::faults::{DoubleApplyStore, DropsRefusedStore};
 use conformance::{Backends, cases, model};
 use counter_core::{MemoryCache, MemoryStore};
 
@@ -40,6 +42,36 @@ async fn the_same_cases_pass_against_the_reference_store() {
 fn model_test_fails_against_a_double_applying_store() {
     let outcome = std::panic::catch_unwind(|| model::run_model(256, || async { Some(broken()) }));
     let message = outcome.expect_err("the model test must find the double count");
+    let text = message
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| message.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(text.contains("model test failed"), "failed for another reason: {text}");
+}
+
+fn dropping() -> Backends<MemoryCache, DropsRefusedStore<MemoryStore>> {
+    Backends::new(Arc::new(MemoryCache::new()), Arc::new(DropsRefusedStore::new(Arc::new(MemoryStore::new()), "c")))
+}
+
+#[tokio::test]
+async fn refused_cell_case_fails_when_refused_batches_are_dropped() {
+    let b = dropping();
+    let outcome = tokio::spawn(async move { cases::refused_cell_is_isolated_and_held(&b).await }).await;
+    assert!(outcome.expect_err("the case must fail").is_panic());
+}
+
+#[tokio::test]
+async fn the_refused_cell_case_passes_against_the_reference_store() {
+    let reference = || Backends::new(Arc::new(MemoryCache::new()), Arc::new(MemoryStore::new()));
+    cases::refused_cell_is_isolated_and_held(&reference()).await;
+    cases::refused_cell_survives_shutdown(&reference()).await;
+}
+
+#[test]
+fn model_test_fails_when_refused_batches_are_dropped() {
+    let outcome = std::panic::catch_unwind(|| model::run_model(256, || async { Some(dropping()) }));
+    let message = outcome.expect_err("the model test must find the dropped deltas");
     let text = message
         .downcast_ref::<String>()
         .cloned()
