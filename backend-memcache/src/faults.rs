@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use counter_core::testing::{CacheFaults, CachePart};
-use counter_core::{Key, Result};
+use counter_core::{Key, Result, now_ms};
 
 use crate::cache::{CellRef, MemcacheCache, State};
 use crate::client::Pipeline;
@@ -25,6 +25,28 @@ impl CacheFaults for MemcacheCache {
         self.registry.clear();
         self.parts.lock().expect("parts lock").clear();
         Ok(())
+    }
+
+    /// Deletes the dirty lists of every window the index can still hold
+    /// (from the lookback before now to the next window) and the head,
+    /// leaving totals, flushed marks and claims in place.
+    async fn lose_index(&self) -> Result<bool> {
+        let window = self.options.dirty_window.as_millis().max(1) as u64;
+        let now = now_ms() / window;
+        let span = (self.options.lookback.as_millis() as u64).div_ceil(window)
+            + (self.options.clock_margin.as_millis() as u64).div_ceil(window)
+            + 2;
+        let mut p = Pipeline::new();
+        for w in now.saturating_sub(span)..=now + 1 {
+            for shard in 0..self.options.dirty_shards {
+                p.delete(&self.layout.dirty_list(w, shard), "");
+            }
+        }
+        p.delete(&self.layout.dirty_head(), "");
+        for reply in self.client.run(&p).await? {
+            reply.check()?;
+        }
+        Ok(true)
     }
 
     /// Deletes one entry of the counter: its total, or its flushed mark

@@ -96,6 +96,9 @@ pub enum Op {
     },
     /// The whole process dies: an in-process cache is lost with it.
     ProcessCrash,
+    /// The cache loses its index of dirty cells alone (memcached evicts
+    /// those items): nothing may be lost.
+    LoseIndex,
     /// The store starts (or stops) refusing every batch with a cell of a
     /// counter for good, naming it (a poison cell).
     RefuseKey {
@@ -145,6 +148,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (key.clone(), prop_oneof![Just(CachePart::Total), Just(CachePart::FlushedMark)]).prop_map(|(key, part)| Op::LosePart { key, part }),
         2 => any::<bool>().prop_map(|applied| Op::FlusherDies { applied }),
         1 => Just(Op::ProcessCrash),
+        2 => Just(Op::LoseIndex),
         2 => (key, any::<bool>()).prop_map(|(key, on)| Op::RefuseKey { key, on }),
         1 => any::<bool>().prop_map(Op::StorePermanent),
         1 => any::<bool>().prop_map(Op::StoreHangs),
@@ -464,6 +468,9 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 run.faults.permanent = on;
             }
             Op::StoreHangs(on) => b.store.set_hanging(on),
+            Op::LoseIndex => {
+                b.cache_faults.lose_index().await.expect("inject");
+            }
             Op::Shutdown => {
                 match c.shutdown().await {
                     Ok(_) => {}

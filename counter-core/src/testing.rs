@@ -26,4 +26,13 @@ pub trait CacheFaults: Send + Sync {
 
     /// Loses one part of one counter's state (an eviction of one entry).
     async fn lose_part(&self, key: &Key, part: CachePart) -> Result<()>;
+
+    /// Loses the index by which flushers find the cells with a pending
+    /// delta, and nothing else (an eviction of just those entries: a
+    /// memcached cache keeps its dirty index in items of their own).
+    /// Nothing acknowledged may be lost by it. Returns whether this cache
+    /// has such an index; the default has none and changes nothing.
+    async fn lose_index(&self) -> Result<bool> {
+        Ok(false)
+    }
 }
