@@ -1,0 +1,425 @@
+//! What the CLI's integration tests share: the `counters` binary run as a
+//! user would, a running `counters serve` with its log, one HTTP request at
+//! a time, the test services' URLs (a missing one fails under `CI=true` and
+//! skips loudly elsewhere), Python's `distributed_counter` on the DynamoDB
+//! test server, and redis-servers of a test's own.
+//!
+//! `COUNTERS_TEST_BIN=/path/to/counters` runs the tests against another
+//! build of the binary (to see whether a test fails on an older version).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The write token every test server is started with.
+pub const TOKEN: &str = "serve-test-token-0123456789";
+
+/// The binary under test: `COUNTERS_TEST_BIN`, else this build's.
+pub fn binary() -> PathBuf {
+    match std::env::var_os("COUNTERS_TEST_BIN") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_counters")),
+    }
+}
+
+/// The `counters` command in `dir`, with none of the environment variables
+/// that would change its backends, tokens, listen address, journal or logs.
+pub fn counters(dir: &Path) -> Command {
+    let mut c = Command::new(binary());
+    c.current_dir(dir)
+        .env_remove("COUNTERS_STORE")
+        .env_remove("COUNTERS_CACHE")
+        .env_remove("COUNTERS_JOURNAL")
+        .env_remove("COUNTERS_TOKEN")
+        .env_remove("COUNTERS_READ_TOKEN")
+        .env_remove("COUNTERS_LISTEN")
+        .env_remove("COUNTERS_LOG");
+    c
+}
+
+/// Runs `counters ARGS` in `dir` to the end.
+pub fn run(dir: &Path, args: &[&str]) -> Output {
+    counters(dir).args(args).stdin(Stdio::null()).output().expect("the binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_string()
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test
+/// leaves nothing running.
+pub struct Guard(pub Child);
+
+impl Guard {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `command` for at most `limit`: its exit status (`None` if it was
+/// still running and got killed), stdout and stderr.
+pub fn run_for(mut command: Command, limit: Duration) -> (Option<ExitStatus>, String, String) {
+    let child =
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the binary runs");
+    let mut guard = Guard(child);
+    let mut out = guard.0.stdout.take().unwrap();
+    let mut err = guard.0.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(guard);
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
+/// Sends signal `name` (`TERM`, `STOP`, ...) to process `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// A running `counters serve` whose stderr lines arrive on a channel; killed
+/// when dropped.
+pub struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// `counters serve` in `dir` on a free loopback port with an hour-long
+    /// flush interval (only a flush or the drain writes) and `extra`.
+    pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        let mut command = counters(dir);
+        command.args(["serve", "--listen", "127.0.0.1:0", "--flush-interval", "3600"]).args(extra);
+        Server::spawn(command)
+    }
+
+    /// `counters serve` as `command` (which names the subcommand and its
+    /// options; `--listen 127.0.0.1:0` lets it pick a port), with the test
+    /// token; waits until it listens.
+    pub fn spawn(mut command: Command) -> Server {
+        let mut child = command
+            .env("COUNTERS_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("counters serve starts");
+        let stderr = child.stderr.take().unwrap();
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Server { child, lines, log: Vec::new(), addr: "0.0.0.0:0".parse().unwrap() };
+        let line = server.wait_for("listening on http://");
+        let url = &line[line.find("http://").unwrap() + 7..];
+        server.addr = url.split_whitespace().next().unwrap().parse().expect("the log names the address");
+        server
+    }
+
+    /// The first stderr line containing `text`, waiting up to 20 s.
+    pub fn wait_for(&mut self, text: &str) -> String {
+        if let Some(line) = self.log.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            self.log.push(line.clone());
+            if line.contains(text) {
+                return line;
+            }
+        }
+        panic!("no line with {text:?} in stderr:\n{}", self.log.join("\n"));
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+
+    /// One request to this server with the write token.
+    pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        http(self.addr, method, path, body, Some(TOKEN))
+    }
+
+    /// One request with the token whose answer is JSON: status and value.
+    pub fn json(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let (status, text) = self.http(method, path, body);
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: {status} with a body that is not JSON ({e}): {text:?}"));
+        (status, value)
+    }
+
+    /// The value of the Prometheus series `name` (no labels) in `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let (status, text) = self.http("GET", "/metrics", "");
+        assert_eq!(status, 200, "{text}");
+        metric(&text, name).unwrap_or_else(|| panic!("no series {name} in /metrics:\n{text}"))
+    }
+
+    /// Waits for the exit (up to 30 s) and collects the rest of stderr.
+    pub fn wait(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("counters serve did not exit after the signal:\n{}", self.log.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        self.log.extend(rest);
+        // The reader thread may still hold the last lines.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.log.push(line);
+        }
+        (status, self.log.join("\n"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of the unlabelled series `name` in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// One HTTP/1.1 request; answers the status and the body. Fails after 30 s
+/// without an answer.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"));
+    let status = raw.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The URL in environment variable `variable`; a missing one fails under
+/// `CI=true` and skips loudly elsewhere.
+pub fn service_url(variable: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let ci = matches!(std::env::var("CI").as_deref(), Ok("true" | "1"));
+            assert!(!ci, "{variable} is not set and CI=true: a missing service is a failure, not a skip");
+            eprintln!("\n*** SKIPPING: {variable} is not set; run ./scripts/test to start its service. ***\n");
+            None
+        }
+    }
+}
+
+/// Something random enough to name a table, prefix or key space.
+pub fn random_name(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&(nanos, std::process::id(), std::thread::current().id()), &mut h);
+    format!("{prefix}{:016x}", std::hash::Hasher::finish(&h))
+}
+
+/// The files of the spill journals under `dir` (`*.batches`, any depth).
+pub fn journal_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|x| x == "batches") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Python's `distributed_counter` and boto3 on the DynamoDB test server.
+pub struct Python {
+    pub python: String,
+    pub endpoint: String,
+}
+
+impl Python {
+    /// The DynamoDB test server (moto) and the virtualenv's python, or
+    /// `None` (a failure under CI) when either is not set.
+    pub fn dynamodb() -> Option<Python> {
+        let endpoint = service_url("COUNTERS_TEST_DYNAMODB_URL")?;
+        let python = service_url("COUNTERS_TEST_PYTHON")?;
+        Some(Python { python, endpoint })
+    }
+
+    /// `dynamodb://TABLE` on the test server.
+    pub fn store_url(&self, table: &str) -> String {
+        format!("dynamodb://{table}?endpoint={}&region=us-east-1", self.endpoint)
+    }
+
+    /// One operation of `distributed_counter` (backend-dynamo's
+    /// `interop.py`: `create -`, `get KEY`, `put KEY N`, `increment KEY D`);
+    /// its printed result.
+    pub fn counter(&self, table: &str, args: &[&str]) -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../backend-dynamo/tests/interop.py");
+        self.script(script, table, args)
+    }
+
+    /// One table operation of `common/dynamo_admin.py` (`delete`,
+    /// `recreate`, `create-number-key`).
+    pub fn admin(&self, table: &str, op: &str) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/dynamo_admin.py");
+        self.script(script, table, &[op]);
+    }
+
+    fn script(&self, script: &str, table: &str, args: &[&str]) -> String {
+        let out = Command::new(&self.python)
+            .arg(script)
+            .arg(&self.endpoint)
+            .arg(table)
+            .args(args)
+            .output()
+            .expect("run python");
+        assert!(out.status.success(), "python {script} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+/// A redis-server of the test's own on a free loopback port, in a temporary
+/// directory; killed when dropped.
+pub struct PrivateRedis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    persistent: bool,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// Starts one, or `None` (a failure under CI) if redis-server is not
+    /// installed. A `persistent` one appends every write to its AOF and
+    /// fsyncs it before answering, so a SIGKILL and a restart keep
+    /// everything it acknowledged; otherwise it keeps nothing.
+    pub fn start(persistent: bool) -> Option<PrivateRedis> {
+        if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
+            let ci = matches!(std::env::var("CI").as_deref(), Ok("true" | "1"));
+            assert!(!ci, "redis-server is not installed and CI=true");
+            eprintln!("\n*** SKIPPING: redis-server is not installed; run ./scripts/test. ***\n");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = PrivateRedis { port, dir: tempfile::tempdir().unwrap(), persistent, child: None };
+        server.restart();
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
+    }
+
+    /// Stops the server with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // A stopped process dies of SIGKILL too.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server (again) on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let appendonly = if self.persistent { ["--appendonly", "yes"] } else { ["--appendonly", "no"] };
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .args(appendonly)
+            .args(["--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut buf = [0u8; 64];
+                if s.write_all(b"PING\r\n").is_ok()
+                    && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server on port {} did not start", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
