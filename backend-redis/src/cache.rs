@@ -326,6 +326,21 @@ impl CacheLayer for RedisCache {
         }
     }
 
+    async fn rebase(&self, key: &Key, flushed: i64, shift: i64) -> Result<bool> {
+        let keys = [self.layout.counter_hash(key)];
+        let args = [flushed.to_string(), shift.to_string()];
+        let reply: Vec<String> = self.invoke(&self.scripts.rebase, &keys, &args).await.map_err(|e| e.with_key(key))?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(true),
+            Some("moved") => Ok(false),
+            Some("overflow") => {
+                Err(Error::new(ErrorKind::Overflow, "the rebased total would leave the signed 64-bit range")
+                    .with_key(key))
+            }
+            _ => Err(corrupt(key, &format!("{reply:?}"))),
+        }
+    }
+
     async fn get_many(&self, cells: &[Cell]) -> Result<Vec<Option<CachedValue>>> {
         let groups = self.by_shard(cells.iter());
         let replies: Vec<Vec<(Option<String>, Option<String>)>> = try_join_all(groups.iter().map(|(_, group)| {

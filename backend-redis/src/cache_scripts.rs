@@ -80,6 +80,23 @@ if v[1] ~= ARGV[1] then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[3]) end
 return {'ok', v[1]}
 "#;
 
+/// `rebase`: KEYS = counter hash; ARGV = the flushed mark expected, the
+/// shift. Shifts `t` and `f` by it if `f` is still the mark expected.
+/// Returns `{'ok'}`, `{'moved'}` (no counter, or another mark) or
+/// `{'overflow'}` (nothing changed; `t` is restored from its string).
+const REBASE: &str = r#"
+local v = redis.call('HMGET', KEYS[1], 't', 'f')
+if not v[1] or not v[2] or v[2] ~= ARGV[1] then return {'moved'} end
+local r = redis.pcall('HINCRBY', KEYS[1], 't', ARGV[2])
+if type(r) == 'table' and r.err then return {'overflow'} end
+r = redis.pcall('HINCRBY', KEYS[1], 'f', ARGV[2])
+if type(r) == 'table' and r.err then
+  redis.call('HSET', KEYS[1], 't', v[1])
+  return {'overflow'}
+end
+return {'ok'}
+"#;
+
 /// `incr_slices` for the slices of one shard, all or nothing: KEYS = dirty
 /// set, then one slice hash per slice; ARGV = delta, now, the number `u` of
 /// undo steps, `u` undo amounts, then per slice its field suffix and member.
@@ -189,6 +206,7 @@ pub(crate) struct Scripts {
     pub(crate) incr: Script,
     pub(crate) load: Script,
     pub(crate) set: Script,
+    pub(crate) rebase: Script,
     pub(crate) slices: Script,
     pub(crate) claim: Script,
     pub(crate) freeze: Script,
@@ -202,6 +220,7 @@ impl Scripts {
             incr: Script::new(INCR),
             load: Script::new(LOAD),
             set: Script::new(SET),
+            rebase: Script::new(REBASE),
             slices: Script::new(SLICES),
             claim: Script::new(&format!("{LIMBS}{CLAIM}")),
             freeze: Script::new(FREEZE),

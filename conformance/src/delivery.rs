@@ -247,10 +247,19 @@ pub async fn write_through_failure_is_deferred_and_lands_once<C: CacheLayer + ?S
     assert_eq!(e.kind(), ErrorKind::Deferred, "{e}");
     assert!(!e.is_transient(), "a counted call must not be retried");
     assert_eq!(e.value(), Some(5));
+    // A put needs to read the store (it sets the durable value): while the
+    // store is down it fails transiently and changes nothing.
+    let e = c.put(&p, 70).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert_eq!(c.get(&p).await.unwrap(), 1);
+    assert_eq!(c.get(&k).await.unwrap(), 5, "counted");
+    // The store reads, but its batches fail: the put is set, deferred.
+    b.store.set_down(false);
+    b.store.fail_next(1_000);
     let e = c.put(&p, 70).await.unwrap_err();
     assert_eq!((e.kind(), e.value()), (ErrorKind::Deferred, Some(70)), "{e}");
-    assert_eq!(c.get(&k).await.unwrap(), 5, "counted");
-    b.store.set_down(false);
+    assert_eq!(c.get(&p).await.unwrap(), 70);
+    b.store.fail_next(0);
     c.flush().await.unwrap();
     assert_eq!(b.durable(&k).await, Some(5));
     assert_eq!(b.durable(&p).await, Some(70));

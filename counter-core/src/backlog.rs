@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::batch::{Batch, BatchId};
 use crate::cell::Cell;
 use crate::error::Error;
+use crate::key::Key;
 
 /// Where a root batch came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +52,8 @@ impl Piece {
 struct Root {
     origin: Origin,
     pieces: Vec<Piece>,
+    /// The counters its pieces touch.
+    keys: Vec<Key>,
 }
 
 /// A root whose pieces all landed.
@@ -58,6 +61,8 @@ struct Root {
 pub(crate) struct Done {
     pub(crate) root: BatchId,
     pub(crate) origin: Origin,
+    /// The counters it touched.
+    pub(crate) keys: Vec<Key>,
     /// Journal files none of whose roots is left.
     pub(crate) files_done: Vec<PathBuf>,
 }
@@ -77,10 +82,17 @@ impl Backlog {
     /// A no-op if it is there already; returns whether it was new.
     pub(crate) fn add(&mut self, batch: Arc<Batch>, origin: Origin) -> bool {
         let root = batch.root();
-        let r = self.roots.entry(root).or_insert_with(|| Root { origin, pieces: Vec::new() });
+        let r = self.roots.entry(root).or_insert_with(|| Root { origin, pieces: Vec::new(), keys: Vec::new() });
         let known = r.pieces.iter().any(|p| p.batch.id == batch.id || batch.lineage.contains(&p.batch.id));
         if known {
             return false;
+        }
+        for entry in &batch.entries {
+            if let Cell::Counter(key) = &entry.cell {
+                if !r.keys.contains(key) {
+                    r.keys.push(key.clone());
+                }
+            }
         }
         self.cells += batch.entries.len() as u64;
         r.pieces.push(Piece::new(batch));
@@ -157,7 +169,7 @@ impl Backlog {
         if !r.pieces.is_empty() {
             return None;
         }
-        let origin = self.roots.remove(&root).expect("present").origin;
+        let Root { origin, keys, .. } = self.roots.remove(&root).expect("present");
         let mut files_done = Vec::new();
         self.files.retain(|file, roots| {
             roots.remove(&root);
@@ -166,7 +178,7 @@ impl Backlog {
             }
             !roots.is_empty()
         });
-        Some(Done { root, origin, files_done })
+        Some(Done { root, origin, keys, files_done })
     }
 
     /// Piece `piece` of `root` was split: it is replaced by its halves,

@@ -135,6 +135,24 @@ pub trait CacheLayer: Send + Sync + std::fmt::Debug + 'static {
     /// Forgets a counter and its time slices, pending deltas included.
     async fn remove(&self, key: &Key) -> Result<()>;
 
+    /// Adds `shift` to a cached counter's total and flushed mark at once
+    /// (its pending delta `T - F` unchanged), if its flushed mark is still
+    /// `flushed`; returns whether it did. A counter not cached, or whose
+    /// mark moved (a claim since it was read), is left alone (`false`). A
+    /// shift that would take either out of the i64 range fails with
+    /// [`Overflow`](crate::ErrorKind::Overflow), changing nothing.
+    ///
+    /// The engine calls it to make the cache converge to the store when
+    /// they drifted apart (another writer of the store, a reload that
+    /// missed a batch in flight): with no claim of the counter in flight,
+    /// `F` must equal the durable value, so it shifts both by the
+    /// difference. It must be atomic with respect to increments and
+    /// claims of the counter.
+    async fn rebase(&self, key: &Key, flushed: i64, shift: i64) -> Result<bool> {
+        let _ = (key, flushed, shift);
+        Ok(false)
+    }
+
     /// Up to `limit` cells with a pending delta that became dirty at or
     /// before `dirty_before_ms`, oldest first where the backend can.
     async fn dirty(&self, dirty_before_ms: u64, limit: usize) -> Result<Vec<DirtyCell>>;

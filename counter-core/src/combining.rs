@@ -324,6 +324,18 @@ impl<C: CacheLayer> CacheLayer for CombiningCache<C> {
         self.inner.remove(key).await
     }
 
+    async fn rebase(&self, key: &Key, flushed: i64, shift: i64) -> Result<bool> {
+        // The unsent part is pending here and counted in neither mark.
+        if !self.inner.rebase(key, flushed, shift).await? {
+            return Ok(false);
+        }
+        if let Some(entry) = self.local.get(key) {
+            entry.base.fetch_add(shift, SeqCst);
+            entry.flushed.fetch_add(shift, SeqCst);
+        }
+        Ok(true)
+    }
+
     async fn dirty(&self, dirty_before_ms: u64, limit: usize) -> Result<Vec<DirtyCell>> {
         self.push().await?;
         self.settle().await;

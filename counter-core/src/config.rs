@@ -59,6 +59,8 @@ pub(crate) struct Config {
     pub(crate) refused_retry: Duration,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) spill_dir: Option<std::path::PathBuf>,
+    pub(crate) reconcile_every: Option<Duration>,
+    pub(crate) reconcile_limit: usize,
 }
 
 impl Default for Config {
@@ -76,11 +78,19 @@ impl Default for Config {
             refused_retry: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             spill_dir: None,
+            reconcile_every: None,
+            reconcile_limit: 10_000,
         }
     }
 }
 
 impl Config {
+    /// How often the watched counters are reconciled with the store: the
+    /// shortest interval of any family, unless set.
+    pub(crate) fn reconcile_every(&self) -> Duration {
+        self.reconcile_every.unwrap_or_else(|| self.families.shortest_interval())
+    }
+
     /// How often the background flusher looks for due counters: a quarter of
     /// the shortest interval, between 5 ms and 1 s, unless set.
     pub(crate) fn tick(&self) -> Duration {

@@ -173,6 +173,22 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> CountersBuilder<C, S> {
         self
     }
 
+    /// How often the background flusher reconciles the cached totals of
+    /// the counters this handle loaded or flushed with the store (they
+    /// drift when someone else writes the store). Default: the shortest
+    /// interval of any family (10 s).
+    pub fn reconcile_every(mut self, every: Duration) -> Self {
+        self.config.reconcile_every = Some(every);
+        self
+    }
+
+    /// Most counters one reconciliation pass reads (the others wait for the
+    /// next passes, round robin). Default 10,000.
+    pub fn reconcile_limit(mut self, counters: usize) -> Self {
+        self.config.reconcile_limit = counters.max(1);
+        self
+    }
+
     /// Whether to run the background flusher (default yes). Without it,
     /// only `flush`, `shutdown` and eager policies write to the store.
     pub fn background(mut self, on: bool) -> Self {
@@ -289,6 +305,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         let policy = options.policy.unwrap_or(family.policy);
 
         let (total, pending) = engine.add_total(key, delta, options.default).await?;
+        let dirtied = delta != 0 && pending == i128::from(delta);
         let mut counted: Vec<Key> = Vec::new();
         let mut slices = Vec::new();
         if rollup || sliced {
@@ -319,6 +336,10 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
             let mut cells: Vec<Cell> = std::iter::once(key).chain(counted.iter()).cloned().map(Cell::Counter).collect();
             cells.extend(slices.into_iter().map(Cell::Slice));
             self.write_through(&cells).await.map_err(|e| e.with_value(total))?;
+            if dirtied {
+                // Landed: it no longer counts toward the pending bound.
+                engine.note_cleaned(1);
+            }
         }
 
         if !policy.is_immediate() {
@@ -444,15 +465,25 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         Ok(out)
     }
 
-    /// Sets a counter's value. The change reaches the store as a delta, so
-    /// increments racing with it are not lost; it is written through at once
-    /// (a write-through that does not complete is a
-    /// [`Deferred`](ErrorKind::Deferred) error: the value is set and lands
-    /// later).
+    /// Sets a counter's value: when no increment races with it, the durable
+    /// value is exactly `value` afterwards, whatever the cache believed
+    /// before (it is first reconciled with the store, so a put needs the
+    /// store: while it cannot be read, the put fails transiently and
+    /// changes nothing). The change reaches
+    /// the store as a delta and is written through at once (a write-through
+    /// that does not complete is a [`Deferred`](ErrorKind::Deferred) error:
+    /// the value is set and lands later). Increments racing with it are not
+    /// lost: those counted after the set add to `value`; those counted just
+    /// before it may be replaced by it, as if they came first.
     pub async fn put(&self, key: &Key, value: i64) -> Result<()> {
         let engine = &*self.engine;
         let _call = engine.gate.enter()?;
         engine.check_store_for_writes().await?;
+        // The change reaches the store as `value - F`: first make `F` the
+        // durable value (land what is in flight, correct any drift), so
+        // that the store ends at `value` whatever the cache believed.
+        engine.land_touching(std::slice::from_ref(key)).await?;
+        engine.reconcile(std::slice::from_ref(key)).await?;
         for _ in 0..3 {
             if engine.cache.set(key, value).await.map_err(|e| e.or_key(key))?.is_some() {
                 return self.write_through(&[Cell::Counter(key.clone())]).await.map_err(|e| e.with_value(value));
@@ -571,6 +602,18 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         let result = self.engine.flush_all(options.recover_claims).await;
         self.engine.refresh_gauges().await?;
         result
+    }
+
+    /// Reconciles now every counter this handle watches (those it loaded or
+    /// flushed) with the store: where a cached total drifted from durable
+    /// value plus pending (another writer of the store, a second cache over
+    /// it, a reload that missed a batch in flight), it is corrected, the
+    /// pending delta untouched. The background flusher does this every
+    /// [`reconcile_every`](CountersBuilder::reconcile_every). Returns how
+    /// many counters it corrected.
+    pub async fn converge(&self) -> Result<u64> {
+        let _call = self.engine.gate.enter()?;
+        self.engine.converge(true).await
     }
 
     /// Batches this handle claimed (or adopted) and has not seen land yet

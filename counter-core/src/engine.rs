@@ -68,6 +68,9 @@ pub(crate) struct Engine<C: ?Sized, S: ?Sized> {
     /// since when (ms): no new claims are made while it lasts.
     pub(crate) store_failure: Mutex<Option<(Error, u64)>>,
     pub(crate) journal: Option<Journal>,
+    /// Counters watched for drift from the store.
+    pub(crate) watched: Mutex<crate::converge::Watched>,
+    pub(crate) last_sweep_ms: AtomicU64,
     pub(crate) last_orphan_scan_ms: AtomicU64,
     pub(crate) last_clean_ms: AtomicU64,
 }
@@ -93,6 +96,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             probe_passed: AtomicBool::new(false),
             store_failure: Mutex::new(None),
             journal,
+            watched: Mutex::default(),
+            last_sweep_ms: AtomicU64::new(now_ms()),
             last_orphan_scan_ms: AtomicU64::new(0),
             last_clean_ms: AtomicU64::new(now_ms()),
         }
@@ -208,6 +213,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                         Error::new(ErrorKind::Overflow, "the total would leave the signed 64-bit range").with_key(key)
                     })?;
                     self.cache.load(key, durable.unwrap_or(0), extra).await.map_err(|e| e.or_key(key))?;
+                    self.watch(std::slice::from_ref(key));
                 }
             }
         }
@@ -221,6 +227,17 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         let dirtied = self.dirtied.fetch_add(1, Relaxed) + 1;
         if !self.over_bound.load(Relaxed) && self.pending_estimate(dirtied) >= self.config.max_pending_cells {
             self.set_over_bound(true);
+        }
+    }
+
+    /// A cell this process dirtied landed before the next reading (a
+    /// write-through): it no longer counts toward the pending bound.
+    pub(crate) fn note_cleaned(&self, cells: u64) {
+        let _ = self.dirtied.fetch_update(Relaxed, Relaxed, |d| Some(d.saturating_sub(cells)));
+        if self.over_bound.load(Relaxed)
+            && self.pending_estimate(self.dirtied.load(Relaxed)) < self.config.max_pending_cells
+        {
+            self.set_over_bound(false);
         }
     }
 
@@ -397,6 +414,9 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                         warn!(error = %e, failures, "background flush failed; pending deltas are kept and retried");
                     }
                 }
+            }
+            if let Err(e) = self.converge(false).await {
+                debug!(error = %e, "could not reconcile cached totals with the store");
             }
             if let Err(e) = self.refresh_gauges().await {
                 warn!(error = %e, "could not read cache gauges");

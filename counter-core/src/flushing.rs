@@ -163,6 +163,9 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         }
         self.urgent.lock().expect("urgent lock").clear();
         self.outstanding_claims(&mut report).await;
+        if let Err(e) = self.converge(false).await {
+            debug!(error = %e, "could not reconcile cached totals with the store");
+        }
         match worst(errors) {
             None => Ok(report),
             Some(e) => Err(self.describe_held(e)),

@@ -152,6 +152,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
 
     /// A root landed in full: its claim is forgotten (or its journal file).
     pub(crate) async fn root_done(&self, done: Done, report: &mut FlushReport) {
+        self.reconcile_soon(done.keys);
         match done.origin {
             Origin::Claimed | Origin::Orphan => {
                 if done.origin == Origin::Orphan {

@@ -20,6 +20,7 @@ mod cache;
 mod cell;
 pub mod combining;
 mod config;
+mod converge;
 mod counters;
 mod engine;
 mod error;

@@ -50,6 +50,7 @@ pub(crate) struct Metrics {
     pub(crate) retries: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) recovered_claims: AtomicU64,
+    pub(crate) rebased: AtomicU64,
     pub(crate) backpressure: AtomicU64,
     pub(crate) pending_cells: AtomicU64,
     pub(crate) held_batches: AtomicU64,
@@ -78,6 +79,7 @@ impl Metrics {
             retries: self.retries.load(Relaxed),
             failures: self.failures.load(Relaxed),
             recovered_claims: self.recovered_claims.load(Relaxed),
+            rebased_counters: self.rebased.load(Relaxed),
             backpressure_rejections: self.backpressure.load(Relaxed),
             pending_cells: self.pending_cells.load(Relaxed),
             held_batches: self.held_batches.load(Relaxed),
@@ -109,6 +111,9 @@ pub struct MetricsSnapshot {
     pub failures: u64,
     /// Claims left by a dead flusher and applied by this one.
     pub recovered_claims: u64,
+    /// Cached totals corrected to the store's value after they drifted
+    /// (another writer of the store, a reload that missed a batch in flight).
+    pub rebased_counters: u64,
     /// Increments refused with a backpressure error.
     pub backpressure_rejections: u64,
     /// Cells not durable yet, at the last reading: pending in the cache,

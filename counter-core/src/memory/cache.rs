@@ -235,6 +235,22 @@ impl CacheLayer for MemoryCache {
         Ok(cells.iter().map(|cell| self.with_entry(cell, Entry::value)).collect())
     }
 
+    async fn rebase(&self, key: &Key, flushed: i64, shift: i64) -> Result<bool> {
+        // The shard's write lock keeps increments and claims of the counter
+        // out while both parts move.
+        let Some(entry) = self.counters.get_mut(key) else { return Ok(false) };
+        if entry.flushed.load(SeqCst) != flushed {
+            return Ok(false);
+        }
+        let total = entry.total.load(SeqCst);
+        let (Some(new_total), Some(new_flushed)) = (total.checked_add(shift), flushed.checked_add(shift)) else {
+            return Err(overflow_total());
+        };
+        entry.total.store(new_total, SeqCst);
+        entry.flushed.store(new_flushed, SeqCst);
+        Ok(true)
+    }
+
     async fn remove(&self, key: &Key) -> Result<()> {
         if let Some((_, entry)) = self.counters.remove(key) {
             self.forget_dirty(&entry);
@@ -271,6 +287,10 @@ impl CacheLayer for MemoryCache {
     }
 
     async fn claim(&self, id: BatchId, cells: &[Cell]) -> Result<Batch> {
+        // Held for the whole claim, so that whoever lists the claims (the
+        // engine before it rebases a counter) sees this one once its deltas
+        // left the cells.
+        let mut claims = self.claims.lock().expect("claims lock");
         let mut batch = Batch::claimed(id, Vec::with_capacity(cells.len()));
         let mut seen = HashSet::new();
         for cell in cells {
@@ -299,7 +319,7 @@ impl CacheLayer for MemoryCache {
             }
         }
         if !batch.is_empty() {
-            self.claims.lock().expect("claims lock").insert(id, batch.clone());
+            claims.insert(id, batch.clone());
         }
         Ok(batch)
     }
@@ -337,10 +357,12 @@ impl CacheLayer for MemoryCache {
 #[async_trait]
 impl CacheFaults for MemoryCache {
     async fn lose_everything(&self) -> Result<()> {
+        // Claims first: a claim takes the claims lock, then the queue's.
+        let mut claims = self.claims.lock().expect("claims lock");
         let mut queue = self.dirty_queue.lock().expect("dirty queue lock");
         self.counters.clear();
         self.slices.clear();
-        self.claims.lock().expect("claims lock").clear();
+        claims.clear();
         queue.clear();
         self.dirty_cells.store(0, SeqCst);
         Ok(())
