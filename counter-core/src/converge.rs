@@ -18,12 +18,15 @@
 //! corrected at the next pass.
 //!
 //! When: right after this engine landed batches of a counter, and
-//! periodically for the counters it watches (those it loaded or flushed,
-//! a bounded set), every `reconcile_every`, at most `reconcile_limit` per
-//! pass.
+//! periodically for the counters it watches (those it loaded, read or
+//! flushed, a bounded set), every `reconcile_every`, at most
+//! `reconcile_limit` per pass.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
+
+use dashmap::DashMap;
 
 use tracing::{debug, warn};
 
@@ -38,60 +41,82 @@ use crate::store::DurableStore;
 /// Most counters watched for drift.
 const MAX_WATCHED: usize = 1_000_000;
 
-/// The counters an engine watches for drift, in the order a sweep visits
-/// them.
+/// The counters an engine watches for drift (those it loaded, flushed or
+/// read), in the order a sweep visits them. Checking that a counter is
+/// watched is a lookup in a sharded map, so reads can afford it; only a
+/// counter seen for the first time takes the lock of the order.
 #[derive(Debug, Default)]
 pub(crate) struct Watched {
-    order: VecDeque<Key>,
-    known: HashSet<Key>,
+    known: DashMap<Key, ()>,
+    order: Mutex<VecDeque<Key>>,
     /// Counters to reconcile at the next pass (batches of theirs landed).
-    soon: HashSet<Key>,
+    soon: Mutex<HashSet<Key>>,
 }
 
 impl Watched {
-    fn watch(&mut self, key: &Key) {
-        if self.known.contains(key) {
+    pub(crate) fn watch(&self, key: &Key) {
+        if self.known.contains_key(key) || self.known.insert(key.clone(), ()).is_some() {
             return;
         }
-        if self.order.len() >= MAX_WATCHED {
-            if let Some(old) = self.order.pop_front() {
+        let mut order = self.order.lock().expect("watched lock");
+        order.push_back(key.clone());
+        if order.len() > MAX_WATCHED {
+            if let Some(old) = order.pop_front() {
                 self.known.remove(&old);
             }
         }
-        self.known.insert(key.clone());
-        self.order.push_back(key.clone());
+    }
+
+    pub(crate) fn contains(&self, key: &Key) -> bool {
+        self.known.contains_key(key)
     }
 
     /// The next `n` counters of the round, moved to its end.
-    fn next(&mut self, n: usize) -> Vec<Key> {
-        let n = n.min(self.order.len());
-        let keys: Vec<Key> = self.order.drain(..n).collect();
-        self.order.extend(keys.iter().cloned());
+    fn next(&self, n: usize) -> Vec<Key> {
+        let mut order = self.order.lock().expect("watched lock");
+        let n = n.min(order.len());
+        let keys: Vec<Key> = order.drain(..n).collect();
+        order.extend(keys.iter().cloned());
         keys
     }
 
-    fn forget(&mut self, key: &Key) {
-        if self.known.remove(key) {
-            self.order.retain(|k| k != key);
+    fn forget(&self, keys: &[Key]) {
+        let gone: HashSet<&Key> = keys.iter().filter(|k| self.known.remove(*k).is_some()).collect();
+        if !gone.is_empty() {
+            self.order.lock().expect("watched lock").retain(|k| !gone.contains(k));
         }
     }
 }
 
 impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
-    /// Watches `keys` for drift (they were loaded, or flushed).
+    /// Watches `keys` for drift (they were loaded, read, or flushed).
     pub(crate) fn watch(&self, keys: &[Key]) {
-        let mut watched = self.watched.lock().expect("watched lock");
         for key in keys {
-            watched.watch(key);
+            self.watched.watch(key);
+        }
+    }
+
+    /// Before this engine hands out the cached totals of `keys`: those it
+    /// does not watch yet (cached by another process, or another handle)
+    /// are reconciled with the store first, then watched. Best effort: if
+    /// the store cannot be read, they are left for the next call.
+    pub(crate) async fn ensure_watched(&self, keys: &[Key]) {
+        let new: Vec<Key> = keys.iter().filter(|k| !self.watched.contains(k)).cloned().collect();
+        if new.is_empty() {
+            return;
+        }
+        match self.reconcile(&new).await {
+            Ok(_) => self.watch(&new),
+            Err(e) => debug!(error = %e, "could not reconcile counters read for the first time"),
         }
     }
 
     /// Counters of landed batches: reconciled at the next pass.
     pub(crate) fn reconcile_soon(&self, keys: impl IntoIterator<Item = Key>) {
-        let mut watched = self.watched.lock().expect("watched lock");
+        let mut soon = self.watched.soon.lock().expect("watched lock");
         for key in keys {
-            watched.watch(&key);
-            watched.soon.insert(key);
+            self.watched.watch(&key);
+            soon.insert(key);
         }
     }
 
@@ -116,21 +141,24 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                 None => gone.push(key.clone()),
             }
         }
-        if !gone.is_empty() {
-            let mut watched = self.watched.lock().expect("watched lock");
-            gone.iter().for_each(|k| watched.forget(k));
-        }
+        self.watched.forget(&gone);
         if marks.is_empty() {
             return Ok(0);
         }
         // 2. No claim of theirs in flight, here or in the cache.
         let candidates: Vec<Key> = marks.iter().map(|(k, _)| k.clone()).collect();
+        // Of the batches this engine holds, what has not landed is in their
+        // pieces; of the others (other processes'), the whole claim counts.
+        let claims = self.cache.claims_for(&candidates).await?;
         let mut busy: HashSet<Key> = HashSet::new();
-        for claim in self.cache.claims_for(&candidates).await? {
-            busy.extend(claim.entries.iter().map(|e| e.cell.key().clone()));
-        }
-        for piece in self.backlog().all() {
-            busy.extend(piece.batch.entries.iter().map(|e| e.cell.key().clone()));
+        {
+            let backlog = self.backlog();
+            for claim in claims.iter().filter(|c| !backlog.contains(c.id)) {
+                busy.extend(claim.entries.iter().map(|e| e.cell.key().clone()));
+            }
+            for piece in backlog.all() {
+                busy.extend(piece.batch.entries.iter().map(|e| e.cell.key().clone()));
+            }
         }
         marks.retain(|(k, _)| !busy.contains(k));
         if marks.is_empty() {
@@ -168,15 +196,11 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         let now = now_ms();
         let every = self.config.reconcile_every().as_millis() as u64;
         let due = sweep || now.saturating_sub(self.last_sweep_ms.load(Relaxed)) >= every;
-        let mut keys: Vec<Key> = {
-            let mut watched = self.watched.lock().expect("watched lock");
-            let mut keys: Vec<Key> = watched.soon.drain().collect();
-            if due {
-                let limit = if sweep { usize::MAX } else { self.config.reconcile_limit };
-                keys.extend(watched.next(limit));
-            }
-            keys
-        };
+        let mut keys: Vec<Key> = self.watched.soon.lock().expect("watched lock").drain().collect();
+        if due {
+            let limit = if sweep { usize::MAX } else { self.config.reconcile_limit };
+            keys.extend(self.watched.next(limit));
+        }
         if due {
             self.last_sweep_ms.store(now, Relaxed);
         }

@@ -446,6 +446,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         let engine = &*self.engine;
         let _call = engine.gate.enter()?;
         let cells: Vec<Cell> = keys.iter().cloned().map(Cell::Counter).collect();
+        // A cached total this process reads is kept in line with the store.
+        engine.ensure_watched(keys).await;
         let cached = engine.cache.get_many(&cells).await?;
         let mut out = vec![0; keys.len()];
         let mut missing = Vec::new();
@@ -524,6 +526,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
             }
         }
         let keys: Vec<Key> = values.keys().cloned().collect();
+        engine.ensure_watched(&keys).await;
         let cells: Vec<Cell> = keys.iter().cloned().map(Cell::Counter).collect();
         for (key, cached) in keys.into_iter().zip(engine.cache.get_many(&cells).await?) {
             if let Some(c) = cached {

@@ -69,7 +69,9 @@ pub(crate) struct Engine<C: ?Sized, S: ?Sized> {
     pub(crate) store_failure: Mutex<Option<(Error, u64)>>,
     pub(crate) journal: Option<Journal>,
     /// Counters watched for drift from the store.
-    pub(crate) watched: Mutex<crate::converge::Watched>,
+    pub(crate) watched: crate::converge::Watched,
+    /// Whether the cache is shared with other processes.
+    pub(crate) shared_cache: bool,
     pub(crate) last_sweep_ms: AtomicU64,
     pub(crate) last_orphan_scan_ms: AtomicU64,
     pub(crate) last_clean_ms: AtomicU64,
@@ -78,6 +80,7 @@ pub(crate) struct Engine<C: ?Sized, S: ?Sized> {
 impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     pub(crate) fn new(cache: Arc<C>, store: Arc<S>, config: Config) -> Self {
         let journal = config.spill_dir.clone().map(Journal::new);
+        let shared_cache = cache.capabilities().shared;
         Engine {
             cache,
             store,
@@ -96,7 +99,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             probe_passed: AtomicBool::new(false),
             store_failure: Mutex::new(None),
             journal,
-            watched: Mutex::default(),
+            watched: Default::default(),
+            shared_cache,
             last_sweep_ms: AtomicU64::new(now_ms()),
             last_orphan_scan_ms: AtomicU64::new(0),
             last_clean_ms: AtomicU64::new(now_ms()),
@@ -190,6 +194,12 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     /// Adds `delta` to a counter's total, loading it on a cache miss.
     /// Returns (new total, pending delta).
     pub(crate) async fn add_total(&self, key: &Key, delta: i64, default: Option<i64>) -> Result<(i64, i128)> {
+        // A counter other processes cached may have drifted: the first time
+        // this one counts it, it is reconciled. (An in-process cache holds
+        // only what this engine loaded, which it watches.)
+        if self.shared_cache && !self.watched.contains(key) {
+            self.ensure_watched(std::slice::from_ref(key)).await;
+        }
         for _ in 0..3 {
             let outcome = match self.cache.incr_now(key, delta) {
                 Some(outcome) => outcome,

@@ -153,18 +153,15 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     /// A root landed in full: its claim is forgotten (or its journal file).
     pub(crate) async fn root_done(&self, done: Done, report: &mut FlushReport) {
         self.reconcile_soon(done.keys);
-        match done.origin {
-            Origin::Claimed | Origin::Orphan => {
-                if done.origin == Origin::Orphan {
-                    report.recovered += 1;
-                    self.metrics.recovered_claims.fetch_add(1, Relaxed);
-                }
-                if let Err(e) = self.cache.ack(done.root).await {
-                    // The claim stays recorded; a later pass applies it again, a no-op.
-                    warn!(batch = %done.root, error = %e, "could not acknowledge a flushed claim");
-                }
-            }
-            Origin::Journal => {}
+        if done.origin == Origin::Orphan {
+            report.recovered += 1;
+            self.metrics.recovered_claims.fetch_add(1, Relaxed);
+        }
+        // A journal's batch may be recorded as a claim too (a shared cache
+        // keeps the claims it spilled): forgotten all the same.
+        if let Err(e) = self.cache.ack(done.root).await {
+            // The claim stays recorded; a later pass applies it again, a no-op.
+            warn!(batch = %done.root, error = %e, "could not acknowledge a flushed claim");
         }
         if let Some(journal) = &self.journal {
             for file in done.files_done {
