@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod cases;
+pub mod convergence;
 pub mod delivery;
 pub mod faults;
 pub mod harness;
@@ -73,6 +74,10 @@ macro_rules! conformance_suite {
             store_without_the_protocol_is_refused_before_any_write,
             flush_reports_outstanding_claims_and_recovers_them,
             failed_shutdown_can_be_called_again,
+            another_writer_of_the_store_converges,
+            a_second_cache_over_the_store_converges,
+            a_reload_that_missed_a_batch_in_flight_converges,
+            drift_converges_in_the_background,
         );
     };
 }
