@@ -15,7 +15,7 @@ use crate::client::{Client, ClientConfig, Pipeline, Reply, Status};
 use crate::dirty::Registry;
 use crate::layout::{Layout, encode, raw_id};
 use crate::options::{MemcacheCacheOptions, MemcacheTarget};
-use crate::values::{Flushed, corrupt, decode_total, parse_u64};
+use crate::values::{Flushed, Offset, corrupt, decode_total, parse_u64};
 
 /// Most lineage ids remembered per process before the memory is reset.
 const MAX_REMEMBERED_LINEAGES: usize = 100_000;
@@ -81,15 +81,19 @@ pub(crate) enum State {
     Absent,
     /// The flushed mark is frozen: a reload is under way.
     Frozen { f_cas: u64 },
-    /// A live lineage; `total` is `None` when the total is lost.
-    Live { mark: i64, lineage: u64, seq: u64, f_cas: u64, total: Option<(i64, u64)> },
+    /// A live lineage: the stored mark and total (`None` when the total is
+    /// lost; with its token), and the offset of the values it reports.
+    Live { mark: i64, lineage: u64, seq: u64, f_cas: u64, offset: Offset, total: Option<(i64, u64)> },
 }
 
 impl State {
-    /// Total and pending delta of a complete cell.
+    /// Reported total and pending delta of a complete cell.
     pub(crate) fn value(&self) -> Option<(i64, i128)> {
         match *self {
-            State::Live { mark, total: Some((t, _)), .. } => Some((t, i128::from(t) - i128::from(mark))),
+            State::Live { mark, offset, total: Some((t, _)), .. } => {
+                let (total, mark) = (offset.report(t), offset.report(mark));
+                Some((total, i128::from(total) - i128::from(mark)))
+            }
             _ => None,
         }
     }
@@ -245,7 +249,7 @@ impl MemcacheCache {
             let state = match flushed {
                 None => State::Absent,
                 Some(Flushed::Frozen) => State::Frozen { f_cas },
-                Some(Flushed::Live { mark, lineage: found, seq }) => {
+                Some(Flushed::Live { mark, lineage: found, seq, offset }) => {
                     let total = match (lineage, t) {
                         (Some(known), Some(t)) if *known == found => {
                             self.total_from(t, &self.layout.total(enc, found))?
@@ -256,7 +260,7 @@ impl MemcacheCache {
                         }
                     };
                     self.remember_lineage(enc, found);
-                    State::Live { mark, lineage: found, seq, f_cas, total }
+                    State::Live { mark, lineage: found, seq, f_cas, offset, total }
                 }
             };
             if matches!(state, State::Absent | State::Frozen { .. }) && lineage.is_some() {
@@ -332,6 +336,10 @@ impl CacheLayer for MemcacheCache {
                 })
             })
             .collect())
+    }
+
+    async fn rebase(&self, key: &Key, flushed: i64, shift: i64) -> Result<bool> {
+        self.shift_counter(key, flushed, shift).await.map_err(|e| e.or_key(key))
     }
 
     async fn remove(&self, key: &Key) -> Result<()> {

@@ -38,21 +38,29 @@ use crate::cache::{CellRef, MemcacheCache, State};
 use crate::client::{Pipeline, Reply, Status};
 use crate::dirty::registrations_ok;
 use crate::layout::{encode, parse_raw_id};
-use crate::values::{Flushed, IntentLine, Slot, corrupt, intent_value, parse_intent};
+use crate::values::{Flushed, IntentLine, Offset, Slot, corrupt, intent_value, parse_intent};
 
 /// Rounds of compare-and-swap retries in recovery and acknowledgement.
 const ROUNDS: usize = 6;
 
 /// A cell a claim tries to take.
+///
+/// Marks and totals are the stored ones: a claim moves the stored mark by
+/// the pending delta (or one i64-sized step of it), which the offset of the
+/// reported values leaves alone, so a rebase never changes what a claim
+/// takes.
 struct Candidate {
     c: CellRef,
     lineage: u64,
     seq: u64,
     mark: i64,
     f_cas: u64,
+    offset: Offset,
     total: i64,
     t_cas: u64,
-    /// The mark after the claim: the total, or one i64-sized step toward it.
+    /// What the claim takes: the pending delta, or one i64-sized step of it.
+    step: i64,
+    /// The stored mark after the claim: the total, or `step` toward it.
     to: i64,
 }
 
@@ -87,15 +95,18 @@ impl MemcacheCache {
         let states = self.states_of(&refs).await?;
         let mut cands = Vec::new();
         for (c, state) in refs.into_iter().zip(states) {
-            let State::Live { mark, lineage, seq, f_cas, total: Some((total, t_cas)) } = state else { continue };
-            if total == mark {
+            let Some((_, pending)) = state.value() else { continue };
+            let State::Live { mark, lineage, seq, f_cas, offset, total: Some((total, t_cas)) } = state else {
+                continue;
+            };
+            if pending == 0 {
                 continue;
             }
-            let pending = i128::from(total) - i128::from(mark);
-            let step = pending.clamp(i128::from(i64::MIN), i128::from(i64::MAX));
-            // mark + step lies between mark and total, so it is an i64.
-            let to = (i128::from(mark) + step) as i64;
-            cands.push(Candidate { c, lineage, seq, mark, f_cas, total, t_cas, to });
+            // The pending delta is the difference of the reported total and
+            // mark (both i64), and the same on the stored ones (mod 2^64).
+            let step = pending.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+            let to = mark.wrapping_add(step);
+            cands.push(Candidate { c, lineage, seq, mark, f_cas, offset, total, t_cas, step, to });
         }
         let mut batch = Batch::claimed(id, Vec::new());
         if cands.is_empty() {
@@ -165,7 +176,7 @@ impl MemcacheCache {
                         Some(Slot::Aborted(_)) => k.mark,
                         _ => continue,
                     };
-                    let moved = Flushed::Live { mark: next, lineage: k.lineage, seq: k.seq + 1 };
+                    let moved = Flushed::Live { mark: next, lineage: k.lineage, seq: k.seq + 1, offset: k.offset };
                     p.set(&self.layout.flushed(&k.c.enc), &moved.to_value(&k.c.raw), &format!("C{}", k.f_cas));
                 }
             }
@@ -180,15 +191,13 @@ impl MemcacheCache {
         // 6. Move the marks (a failure means someone helped, or a reload froze the lineage).
         let mut p = Pipeline::new();
         for k in &committed {
-            let moved = Flushed::Live { mark: k.to, lineage: k.lineage, seq: k.seq + 1 };
+            let moved = Flushed::Live { mark: k.to, lineage: k.lineage, seq: k.seq + 1, offset: k.offset };
             p.set(&self.layout.flushed(&k.c.enc), &moved.to_value(&k.c.raw), &format!("C{} c", k.f_cas));
         }
         let moves = self.client.run(&p).await?;
         let mut clean_slices = Vec::new();
         for (k, moved) in committed.iter().zip(&moves) {
-            batch
-                .entries
-                .push(BatchEntry { cell: k.c.cell.clone(), delta: (i128::from(k.to) - i128::from(k.mark)) as i64 });
+            batch.entries.push(BatchEntry { cell: k.c.cell.clone(), delta: k.step });
             if matches!(k.c.cell, Cell::Slice(_)) && k.to == k.total && moved.check()?.ok() {
                 clean_slices.push((*k, moved.cas.unwrap_or(0)));
             }
@@ -354,8 +363,10 @@ impl MemcacheCache {
                 };
                 let (flushed, f_cas, _) = self.flushed_from(&pair[1], enc, Some(&line.raw))?;
                 match flushed {
-                    Some(Flushed::Live { mark, lineage, seq }) if lineage == line.lineage && seq == line.seq => {
-                        let moved = Flushed::Live { mark: next.unwrap_or(mark), lineage, seq: seq + 1 };
+                    Some(Flushed::Live { mark, lineage, seq, offset })
+                        if lineage == line.lineage && seq == line.seq =>
+                    {
+                        let moved = Flushed::Live { mark: next.unwrap_or(mark), lineage, seq: seq + 1, offset };
                         p.set(&self.layout.flushed(enc), &moved.to_value(&line.raw), &format!("C{f_cas}"));
                         moving.push(i);
                     }
@@ -426,7 +437,8 @@ impl MemcacheCache {
                 let slot_key = self.slot_key(&cells[i].0, lines[i].lineage, lines[i].seq);
                 match self.slot_from(reply, &slot_key)? {
                     Some(Slot::Committed { batch, from, to }) if batch == id => {
-                        entries.insert(i, (i128::from(to) - i128::from(from)) as i64);
+                        // Stored marks, mod 2^64: a step is an i64, so this is exact.
+                        entries.insert(i, to.wrapping_sub(from));
                     }
                     Some(Slot::Reserved(batch)) if batch == id => {
                         p.set(&slot_key, &Slot::Aborted(id).to_value(), &format!("C{}", reply.cas.unwrap_or(0)));

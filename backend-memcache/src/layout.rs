@@ -15,7 +15,7 @@
 //! | key                      | holds |
 //! |--------------------------|-------|
 //! | `P t<g>:E`               | total `T` of lineage `g`: the u64 `T + 2^63` (memcached's counter) |
-//! | `P f:E`                  | flushed mark `F`: `L <mark> <g> <seq>` or `Z` (frozen), then a line with the raw id |
+//! | `P f:E`                  | flushed mark `F`: `L <mark> <g> <seq> [<offset> [<shift> <nonce>]]` or `Z` (frozen), then a line with the raw id |
 //! | `P k<g>.<seq>:E`         | claim slot `seq` of lineage `g`: `R`/`C`/`A <batch>` (see `claims`) |
 //! | `P b:<batch>`            | a batch's intent: one line `<g> <seq> <raw id>` per cell |
 //! | `P i<n>`                 | claims index shard `n`: open batch ids, one per line |

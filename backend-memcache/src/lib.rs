@@ -23,6 +23,10 @@
 //!   injectively to a safe key (percent-encoded, or hashed when long, with
 //!   the full key kept in the value and checked), so no key can inject a
 //!   command;
+//! - a cached counter is rebased on the store's value (convergence) by an
+//!   offset kept in its flushed-mark entry: one compare-and-swap shifts the
+//!   reported total and mark together, proposed first so that increments of
+//!   every process keep the shifted total in range;
 //! - it evicts entries one by one: a counter that lost its total or its
 //!   flushed mark counts as lost and is reloaded from the store, which
 //!   only ever receives deltas.
@@ -40,6 +44,7 @@ mod faults;
 mod layout;
 mod lineage;
 mod options;
+mod rebase;
 mod values;
 
 pub use cache::MemcacheCache;

@@ -22,7 +22,7 @@ use crate::cache::{CellRef, MemcacheCache, State, overflow};
 use crate::client::{Pipeline, Reply, Status};
 use crate::dirty::registrations_ok;
 use crate::layout::parse_raw_id;
-use crate::values::{Flushed, corrupt, encode_total, incr_amount, parse_u64, undo_amount, wrapped};
+use crate::values::{Flushed, Offset, corrupt, encode_total, incr_amount, parse_u64, undo_amount, wrapped};
 
 /// Deltas at least this large are added with compare-and-swap, so that an
 /// overflow is refused before anything is written. Smaller ones use
@@ -33,11 +33,11 @@ const CAS_DELTA: u64 = 1 << 62;
 const TRIES: usize = 4;
 
 /// Tries of a compare-and-swap that lost to concurrent changes.
-const CAS_TRIES: usize = 200;
+pub(crate) const CAS_TRIES: usize = 200;
 
 /// After a lost compare-and-swap: yield, then back off a little (with
 /// jitter) once contention persists.
-async fn back_off(attempt: usize) {
+pub(crate) async fn back_off(attempt: usize) {
     if attempt < 4 {
         tokio::task::yield_now().await;
     } else {
@@ -61,10 +61,21 @@ pub(crate) fn refused_as_non_numeric(reply: &Reply) -> bool {
     matches!(reply.status, Status::Refused(_)) && reply.text().is_some_and(|t| t.contains("non-numeric"))
 }
 
+/// A live lineage's flushed-mark entry as read right after a change of its
+/// total: what reporting the total takes (the stored mark and the offset),
+/// and what withdrawing a rebase proposal takes (the slot and the token).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    pub(crate) mark: i64,
+    pub(crate) seq: u64,
+    pub(crate) offset: Offset,
+    pub(crate) f_cas: u64,
+}
+
 /// Where an increment of a total landed.
 enum Landed {
     /// On the live lineage: the stored value replied, and the mark.
-    Live(u64, i64),
+    Live(u64, Mark),
     /// On a dead lineage's total, or nowhere; the lineage to try next.
     Elsewhere(Option<u64>),
 }
@@ -72,7 +83,7 @@ enum Landed {
 impl MemcacheCache {
     /// Interprets the replies to "add to `T` of `lineage`, then read `F`".
     fn landed(&self, c: &CellRef, lineage: u64, incr: &Reply, flushed: &Reply) -> Result<Landed> {
-        let (f, _, _) = self.flushed_from(flushed, &c.enc, Some(&c.raw))?;
+        let (f, f_cas, _) = self.flushed_from(flushed, &c.enc, Some(&c.raw))?;
         let total_key = self.layout.total(&c.enc, lineage);
         let applied = match incr.check()?.status {
             Status::Value => {
@@ -83,7 +94,9 @@ impl MemcacheCache {
             _ => return Err(corrupt(&total_key, incr.text().unwrap_or("").as_bytes())),
         };
         let live = match f {
-            Some(Flushed::Live { lineage: found, mark, .. }) => (found == lineage).then_some(mark).ok_or(Some(found)),
+            Some(Flushed::Live { lineage: found, mark, seq, offset }) => {
+                (found == lineage).then_some(Mark { mark, seq, offset, f_cas }).ok_or(Some(found))
+            }
             _ => Err(None),
         };
         match (applied, live) {
@@ -138,7 +151,7 @@ impl MemcacheCache {
     }
 
     /// Adds to a total of the live lineage again: the undo of a wrap.
-    async fn undo(&self, c: &CellRef, lineage: u64, delta: i64) -> Result<()> {
+    pub(crate) async fn undo(&self, c: &CellRef, lineage: u64, delta: i64) -> Result<()> {
         self.add_raw(c, lineage, undo_amount(delta)).await
     }
 
@@ -192,14 +205,15 @@ impl MemcacheCache {
             }
             match self.landed(&c, lineage, &rest[0], &rest[1])? {
                 Landed::Live(stored, mark) => {
-                    let failed = regs.landed(reg_replies).err();
-                    if wrapped(stored, delta) || failed.is_some() {
+                    if let Err(e) = regs.landed(reg_replies) {
                         self.undo(&c, lineage, delta).await?;
-                        return Err(failed.unwrap_or_else(|| overflow(key)));
+                        return Err(e);
                     }
+                    // The reported total (stored total plus offset) must
+                    // stay in range, also under a rebase proposed (see `rebase`).
+                    let applied = self.settle(&c, lineage, delta, stored, mark).await?;
                     self.registered(&regs, reg_replies, cell).await?;
-                    let total = crate::values::decode_total(stored);
-                    return Ok(CacheIncr::Applied { total, pending: i128::from(total) - i128::from(mark) });
+                    return Ok(applied);
                 }
                 Landed::Elsewhere(next) => {
                     self.note_registrations(&regs, reg_replies).await;
@@ -228,9 +242,9 @@ impl MemcacheCache {
             let mut p = Pipeline::new();
             p.get(&total_key, "v c").get(&self.layout.flushed(&c.enc), "v c");
             let replies = self.client.run(&p).await?;
-            let (f, _, _) = self.flushed_from(&replies[1], &c.enc, Some(&c.raw))?;
-            let mark = match f {
-                Some(Flushed::Live { lineage: found, mark, .. }) if found == lineage => mark,
+            let (f, f_cas, _) = self.flushed_from(&replies[1], &c.enc, Some(&c.raw))?;
+            let (mark, seq, offset) = match f {
+                Some(Flushed::Live { lineage: found, mark, seq, offset }) if found == lineage => (mark, seq, offset),
                 Some(Flushed::Live { lineage: found, .. }) => {
                     self.remember_lineage(&c.enc, found);
                     lineage = found;
@@ -245,12 +259,23 @@ impl MemcacheCache {
                 self.forget_lineage(&c.enc);
                 return Ok(CacheIncr::Missing);
             };
-            let new = old.checked_add(delta).ok_or_else(|| overflow(key))?;
+            // The reported total must stay in range, and so must the total
+            // a rebase proposed would make: checked before writing.
+            let reported = offset.report(old).checked_add(delta).ok_or_else(|| overflow(key))?;
+            if let Some(proposal) = offset.proposal {
+                if offset.report(old).wrapping_add(proposal.shift).checked_add(delta).is_none() {
+                    let m = Mark { mark, seq, offset, f_cas };
+                    self.withdraw(c, lineage, &m).await?;
+                    continue;
+                }
+            }
+            let new = old.wrapping_add(delta);
             let cell = [(c.enc.as_str(), lineage)];
             let regs = self.registry.needed(self.client.restarts(), cell);
             let mut p = Pipeline::new();
             self.push_registrations(&mut p, &regs);
             p.set(&total_key, encode_total(new).to_string().as_bytes(), &format!("C{cas}"));
+            p.get(&self.layout.flushed(&c.enc), "v c");
             let replies = self.client.run(&p).await?;
             let (reg_replies, rest) = replies.split_at(regs.replies());
             if rest[0].check()?.ok() {
@@ -258,8 +283,17 @@ impl MemcacheCache {
                     self.undo(c, lineage, delta).await?;
                     return Err(e);
                 }
+                // A rebase may have been proposed, or have taken effect,
+                // since the read: settle with the mark read after the write.
+                let applied = match self.mark_from(c, lineage, &rest[1])? {
+                    Some(after) => self.settle(c, lineage, delta, encode_total(new), after).await?,
+                    None => CacheIncr::Applied {
+                        total: reported,
+                        pending: i128::from(reported) - i128::from(offset.report(mark)),
+                    },
+                };
                 self.registered(&regs, reg_replies, cell).await?;
-                return Ok(CacheIncr::Applied { total: new, pending: i128::from(new) - i128::from(mark) });
+                return Ok(applied);
             }
             self.note_registrations(&regs, reg_replies).await;
         }
@@ -272,7 +306,7 @@ impl MemcacheCache {
         for _ in 0..TRIES {
             let state = self.states_of(std::slice::from_ref(&c)).await?[0];
             let flags = match state {
-                State::Live { total: Some((t, _)), .. } => return Ok(t),
+                State::Live { offset, total: Some((t, _)), .. } => return Ok(offset.report(t)),
                 // The total is lost but the lineage is not frozen: only a
                 // reload that froze it first (the engine's `claims_for`)
                 // may replace it, so that no claim commits unseen.
@@ -290,11 +324,8 @@ impl MemcacheCache {
             self.push_registrations(&mut p, &regs);
             let total_key = self.layout.total(&c.enc, lineage);
             p.set(&total_key, encode_total(total).to_string().as_bytes(), "ME");
-            p.set(
-                &self.layout.flushed(&c.enc),
-                &Flushed::Live { mark: durable, lineage, seq: 0 }.to_value(&c.raw),
-                &flags,
-            );
+            // A new lineage has no offset: its stored values are the reported ones.
+            p.set(&self.layout.flushed(&c.enc), &Flushed::new_lineage(durable, lineage).to_value(&c.raw), &flags);
             let replies = self.client.run(&p).await?;
             let (reg_replies, rest) = replies.split_at(regs.replies());
             regs.landed(reg_replies)?;
@@ -310,37 +341,84 @@ impl MemcacheCache {
         Err(Error::new(ErrorKind::Unavailable, "the counter kept changing while loading it"))
     }
 
+    /// Sets the reported total: stores `total` minus the offset. The total
+    /// is read before the mark, so that a rebase proposed after the read of
+    /// the total (which changes its token) fails the write, and one proposed
+    /// before is seen; one that took effect between the read and the write
+    /// is caught by the read of the mark after it (the set is done again in
+    /// its terms), and one proposed that `total` would take out of range is
+    /// withdrawn.
     pub(crate) async fn set_total(&self, key: &Key, total: i64) -> Result<Option<i64>> {
         let c = CellRef::counter(key);
-        for attempt in 0..CAS_TRIES {
+        let mut previous = None;
+        let Some(mut lineage) = self.lineage_for(&c).await? else { return Ok(None) };
+        'set: for attempt in 0..CAS_TRIES {
             if attempt > 0 {
                 back_off(attempt).await;
             }
-            let State::Live { lineage, total: Some((old, cas)), .. } =
-                self.states_of(std::slice::from_ref(&c)).await?[0]
+            let total_key = self.layout.total(&c.enc, lineage);
+            let mut p = Pipeline::new();
+            p.get(&total_key, "v c").get(&self.layout.flushed(&c.enc), "v c");
+            let replies = self.client.run(&p).await?;
+            let (Some(m), Some((old, cas))) =
+                (self.mark_from(&c, lineage, &replies[1])?, self.total_from(&replies[0], &total_key)?)
             else {
-                return Ok(None);
+                // Another lineage, or none: look again.
+                self.forget_lineage(&c.enc);
+                match self.lineage_for(&c).await? {
+                    Some(found) if found != lineage => {
+                        lineage = found;
+                        continue;
+                    }
+                    _ => return Ok(previous),
+                }
             };
-            if old == total {
-                return Ok(Some(old));
+            let offset = m.offset;
+            let before = *previous.get_or_insert(offset.report(old));
+            if offset.report(old) == total {
+                return Ok(Some(before));
             }
+            if let Some(proposal) = offset.proposal {
+                if total.checked_add(proposal.shift).is_none() {
+                    self.withdraw(&c, lineage, &m).await?;
+                    continue;
+                }
+            }
+            let new = total.wrapping_sub(offset.value);
             let cell = [(c.enc.as_str(), lineage)];
             let regs = self.registry.needed(self.client.restarts(), cell);
             let mut p = Pipeline::new();
             self.push_registrations(&mut p, &regs);
-            let total_key = self.layout.total(&c.enc, lineage);
-            p.set(&total_key, encode_total(total).to_string().as_bytes(), &format!("C{cas}"));
+            p.set(&total_key, encode_total(new).to_string().as_bytes(), &format!("C{cas}"));
+            p.get(&self.layout.flushed(&c.enc), "v c");
             let replies = self.client.run(&p).await?;
             let (reg_replies, rest) = replies.split_at(regs.replies());
-            if rest[0].check()?.ok() {
-                if let Err(e) = regs.landed(reg_replies) {
-                    self.add_raw(&c, lineage, (old as u64).wrapping_sub(total as u64)).await?;
-                    return Err(e);
-                }
-                self.registered(&regs, reg_replies, cell).await?;
-                return Ok(Some(old));
+            if !rest[0].check()?.ok() {
+                self.note_registrations(&regs, reg_replies).await;
+                continue;
             }
-            self.note_registrations(&regs, reg_replies).await;
+            if let Err(e) = regs.landed(reg_replies) {
+                self.add_raw(&c, lineage, (old as u64).wrapping_sub(new as u64)).await?;
+                return Err(e);
+            }
+            self.registered(&regs, reg_replies, cell).await?;
+            let mut after = self.mark_from(&c, lineage, &rest[1])?;
+            for _ in 0..CAS_TRIES {
+                let Some(m) = after else { return Ok(Some(before)) };
+                if m.offset.value != offset.value {
+                    continue 'set;
+                }
+                match m.offset.proposal {
+                    Some(p) if total.checked_add(p.shift).is_none() => {
+                        if self.withdraw(&c, lineage, &m).await? {
+                            return Ok(Some(before));
+                        }
+                        after = self.read_mark(&c, lineage).await?;
+                    }
+                    _ => return Ok(Some(before)),
+                }
+            }
+            break;
         }
         Err(Error::new(ErrorKind::Unavailable, "the counter was too busy to set it with compare-and-swap"))
     }
@@ -363,7 +441,8 @@ impl MemcacheCache {
             let line = format!("{}\n", c.enc);
             p.set(&list, line.as_bytes(), "ME").set(&list, line.as_bytes(), "MA");
             p.set(&self.layout.total(&c.enc, lineage), encode_total(0).to_string().as_bytes(), "ME");
-            p.set(&self.layout.flushed(&c.enc), &Flushed::Live { mark: 0, lineage, seq: 0 }.to_value(&c.raw), &flags);
+            // Time slices are never rebased: no offset, ever.
+            p.set(&self.layout.flushed(&c.enc), &Flushed::new_lineage(0, lineage).to_value(&c.raw), &flags);
             made.push((*c, lineage));
         }
         let replies = self.client.run(&p).await?;
@@ -427,9 +506,9 @@ impl MemcacheCache {
                         &pair[0]
                     };
                     match self.landed(&cells[*i], *lineage, incr, &pair[1])? {
-                        Landed::Live(stored, _) => {
+                        Landed::Live(stored, mark) => {
                             applied.push((*i, *lineage));
-                            if wrapped(stored, delta) && failed.is_none() {
+                            if wrapped(mark.offset.report_encoded(stored), delta) && failed.is_none() {
                                 failed = Some(overflow(cells[*i].cell.key()));
                             }
                         }

@@ -54,21 +54,82 @@ pub(crate) fn corrupt(what: impl std::fmt::Display, value: &[u8]) -> Error {
     )
 }
 
+/// The offset between a counter's stored values and the values it reports,
+/// kept in its flushed-mark entry: the reported total is the stored total
+/// plus `value` and the reported flushed mark is the stored mark plus
+/// `value` (mod 2^64, see [`Offset::report`]), so the pending delta does not
+/// depend on it and a rebase is one compare-and-swap of the flushed mark.
+/// Flushed marks written before offsets existed have none: 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Offset {
+    /// The offset, mod 2^64.
+    pub(crate) value: i64,
+    /// A rebase under way: proposed, not in effect yet (see `rebase`).
+    pub(crate) proposal: Option<Proposal>,
+}
+
+/// A rebase proposed and not yet in effect: the shift, and a nonce naming
+/// this proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Proposal {
+    pub(crate) shift: i64,
+    pub(crate) nonce: u64,
+}
+
+impl Offset {
+    /// The offset in effect, without any proposal.
+    pub(crate) fn settled(value: i64) -> Offset {
+        Offset { value, proposal: None }
+    }
+
+    /// The reported value of a stored one.
+    pub(crate) fn report(&self, stored: i64) -> i64 {
+        stored.wrapping_add(self.value)
+    }
+
+    /// The stored form of a reported total (an encoded u64, see
+    /// [`encode_total`]) from the stored one.
+    pub(crate) fn report_encoded(&self, stored: u64) -> u64 {
+        stored.wrapping_add(self.value as u64)
+    }
+
+    /// This offset without its proposal.
+    pub(crate) fn without_proposal(&self) -> Offset {
+        Offset::settled(self.value)
+    }
+}
+
 /// The flushed-mark entry of a cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Flushed {
-    /// A live lineage: mark `F`, lineage id, next claim slot.
-    Live { mark: i64, lineage: u64, seq: u64 },
+    /// A live lineage: the stored mark `F`, lineage id, next claim slot,
+    /// and the offset of its reported values.
+    Live { mark: i64, lineage: u64, seq: u64, offset: Offset },
     /// Frozen by a process about to reload the counter: the lineage is
     /// dead and no claim of it can commit any more.
     Frozen,
 }
 
 impl Flushed {
-    /// The stored text: a status line, then the raw id of the cell.
+    /// A live entry of a new lineage (no offset).
+    pub(crate) fn new_lineage(mark: i64, lineage: u64) -> Flushed {
+        Flushed::Live { mark, lineage, seq: 0, offset: Offset::default() }
+    }
+
+    /// The stored text: a status line, then the raw id of the cell. The
+    /// status line is `L <mark> <lineage> <seq>`, then `<offset>` if there
+    /// is one, then `<shift> <nonce>` while a rebase is proposed. Without
+    /// an offset it is the line of earlier versions, which they can read.
     pub(crate) fn to_value(&self, raw: &str) -> Vec<u8> {
         match self {
-            Flushed::Live { mark, lineage, seq } => format!("L {mark} {lineage:x} {seq}\n{raw}").into_bytes(),
+            Flushed::Live { mark, lineage, seq, offset } => match offset {
+                Offset { value: 0, proposal: None } => format!("L {mark} {lineage:x} {seq}\n{raw}"),
+                Offset { value, proposal: None } => format!("L {mark} {lineage:x} {seq} {value}\n{raw}"),
+                Offset { value, proposal: Some(Proposal { shift, nonce }) } => {
+                    format!("L {mark} {lineage:x} {seq} {value} {shift} {nonce:x}\n{raw}")
+                }
+            }
+            .into_bytes(),
             Flushed::Frozen => format!("Z\n{raw}").into_bytes(),
         }
     }
@@ -83,7 +144,16 @@ impl Flushed {
                 let mark = fields.next()?.parse().ok()?;
                 let lineage = u64::from_str_radix(fields.next()?, 16).ok()?;
                 let seq = fields.next()?.parse().ok()?;
-                Flushed::Live { mark, lineage, seq }
+                let mut offset = Offset::default();
+                if let Some(value) = fields.next() {
+                    offset.value = value.parse().ok()?;
+                    if let Some(shift) = fields.next() {
+                        let shift = shift.parse().ok()?;
+                        let nonce = u64::from_str_radix(fields.next()?, 16).ok()?;
+                        offset.proposal = Some(Proposal { shift, nonce });
+                    }
+                }
+                Flushed::Live { mark, lineage, seq, offset }
             }
             "Z" => Flushed::Frozen,
             _ => return None,
@@ -219,6 +289,23 @@ mod tests {
     }
 
     #[test]
+    fn offsets_report_totals_and_marks_and_leave_pending_alone() {
+        for offset in [0, 1, -1, i64::MAX, i64::MIN] {
+            let o = Offset::settled(offset);
+            for stored in [i64::MIN, -7, 0, 7, i64::MAX] {
+                let reported = o.report(stored);
+                assert_eq!(decode_total(o.report_encoded(encode_total(stored))), reported);
+                assert_eq!(reported.wrapping_sub(offset), stored);
+            }
+        }
+        // A pending delta is the same on stored and on reported values
+        // (both in range): T - F is unchanged by an offset.
+        let o = Offset::settled(100);
+        let (t, f) = (15i64, 10i64);
+        assert_eq!(i128::from(o.report(t)) - i128::from(o.report(f)), i128::from(t - f));
+    }
+
+    #[test]
     fn padded_values_parse() {
         assert_eq!(parse_u64(b"9   "), Some(9));
         assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
@@ -228,9 +315,24 @@ mod tests {
     #[test]
     fn stored_values_round_trip() {
         let raw = "c/ns/a b\nnot a line break in keys, but still";
-        for f in [Flushed::Live { mark: i64::MIN, lineage: u64::MAX, seq: 7 }, Flushed::Frozen] {
-            let v = f.to_value("c/ns/a b");
-            assert_eq!(Flushed::parse(&v), Some((f, "c/ns/a b")));
+        let offsets = [
+            Offset::default(),
+            Offset::settled(i64::MIN),
+            Offset { value: -3, proposal: Some(Proposal { shift: i64::MAX, nonce: u64::MAX }) },
+        ];
+        for offset in offsets {
+            for f in [Flushed::Live { mark: i64::MIN, lineage: u64::MAX, seq: 7, offset }, Flushed::Frozen] {
+                let v = f.to_value("c/ns/a b");
+                assert_eq!(Flushed::parse(&v), Some((f, "c/ns/a b")));
+            }
+        }
+        // The line of earlier versions (no offset) reads as offset 0, and is
+        // what an entry without offset is still written as.
+        let old = Flushed::Live { mark: -4, lineage: 0xab, seq: 2, offset: Offset::default() };
+        assert_eq!(Flushed::parse(b"L -4 ab 2\nc/n/x"), Some((old.clone(), "c/n/x")));
+        assert_eq!(old.to_value("c/n/x"), b"L -4 ab 2\nc/n/x");
+        for bad in ["L 1 ab 2 x\nc/n/x", "L 1 ab 2 0 5\nc/n/x", "L 1 ab 2 0 5 zz\nc/n/x", "L 1 ab 2 0 5 1 9\nc/n/x"] {
+            assert!(Flushed::parse(bad.as_bytes()).is_none(), "{bad}");
         }
         assert!(Flushed::parse(raw.as_bytes()).is_none());
         let id = BatchId::new();
