@@ -188,8 +188,12 @@ async function refreshSelected() {
   if (key !== state.selected) return;
   $('value').textContent = fmt(detail.total);
   $('value').dataset.value = String(detail.total);
-  $('breakdown').textContent = 'durable ' + fmt(detail.durable) + ' + pending ' + fmt(detail.pending)
-    + (detail.pending_for_ms !== null ? ' (waiting ' + fmtAge(detail.pending_for_ms) + ')' : '');
+  $('breakdown').textContent = 'durable ' + fmt(detail.durable)
+    + (detail.in_flight ? ' + in flight ' + fmt(detail.in_flight) : '')
+    + ' + pending ' + fmt(detail.pending)
+    + (detail.pending_for_ms !== null ? ' (waiting ' + fmtAge(detail.pending_for_ms) + ')' : '')
+    + (detail.drift ? ' (converging with the store: ' + fmt(detail.drift) + ' off)' : '')
+    + (detail.held ? '; held by the store: ' + fmt(detail.held) + ' (' + detail.held_error + ')' : '');
   drawChart(series);
 }
 

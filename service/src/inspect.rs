@@ -38,28 +38,53 @@ struct Detail {
     key: String,
     namespace: String,
     name: String,
-    /// Durable value plus pending delta.
+    /// The counter's total: durable + in flight + pending (+ drift).
     total: i64,
     /// The store's value (0 if it has none).
     durable: i64,
+    /// Deltas taken from the cache for the store, not landed yet.
+    in_flight: i128,
     /// The cache's pending delta (not yet in the store).
     pending: i128,
+    /// `total - (durable + in_flight + pending)`: 0, except for a moment
+    /// after someone else wrote the store (the cache then converges within
+    /// one reconcile interval).
+    drift: i128,
     /// How long the oldest part of the pending delta has waited, if any.
     pending_for_ms: Option<u64>,
-    /// Deltas the store refused for good, held and tried again (counted in
-    /// `total`, in neither `durable` nor `pending`).
+    /// Deltas the store refused for good, held and tried again (part of
+    /// `in_flight`).
     held: i64,
     /// Why the store refuses them.
     #[serde(skip_serializing_if = "Option::is_none")]
     held_error: Option<String>,
 }
 
-/// Details of `keys` whose totals are `totals`.
+/// Readings of the store and the cache taken again while a batch landing
+/// between them makes them disagree.
+const CONSISTENT_READS: usize = 3;
+
+/// Details of `keys` whose totals (for those not cached) are `totals`. The
+/// store, the cache and what is in flight are read again while they
+/// disagree (a batch landed between the reads), so the numbers shown add up
+/// unless the cache really drifted.
 async fn details(state: &AppState, keys: Vec<Key>, totals: Vec<i64>) -> Result<Vec<Detail>, ApiError> {
     let counters = &state.counters;
-    let durable = counters.store().get_many(&keys).await?;
     let cells: Vec<Cell> = keys.iter().cloned().map(Cell::Counter).collect();
-    let cached = counters.cache().get_many(&cells).await?;
+    let (mut durable, mut cached, mut in_flight) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..CONSISTENT_READS {
+        durable = counters.store().get_many(&keys).await?;
+        cached = counters.cache().get_many(&cells).await?;
+        in_flight = counters.in_flight(&keys).await?;
+        let adds_up = durable
+            .iter()
+            .zip(&cached)
+            .zip(&in_flight)
+            .all(|((d, c), f)| c.is_none_or(|c| i128::from(c.total) == i128::from(d.unwrap_or(0)) + f + c.pending));
+        if adds_up {
+            break;
+        }
+    }
     let wanted: HashSet<&Key> = keys.iter().collect();
     let mut since: HashMap<Key, u64> = HashMap::new();
     if cached.iter().flatten().any(|c| c.pending != 0) {
@@ -82,9 +107,16 @@ async fn details(state: &AppState, keys: Vec<Key>, totals: Vec<i64>) -> Result<V
     Ok(keys
         .into_iter()
         .zip(totals)
-        .zip(durable.into_iter().zip(cached))
-        .map(|((key, total), (durable, cached))| {
+        .zip(durable.into_iter().zip(cached).zip(in_flight))
+        .map(|((key, total), ((durable, cached), in_flight))| {
             let pending = cached.map_or(0, |c| c.pending);
+            let total = cached.map_or(total, |c| c.total);
+            let durable = durable.unwrap_or(0);
+            // An uncached counter's total is read from the store: nothing to drift.
+            let drift = match cached {
+                Some(_) => i128::from(total) - i128::from(durable) - in_flight - pending,
+                None => 0,
+            };
             let pending_for_ms = (pending != 0).then(|| since.get(&key).map(|s| now.saturating_sub(*s))).flatten();
             let (held, held_error) = held.remove(&key).map_or((0, None), |(d, e)| (d, Some(e)));
             Detail {
@@ -92,8 +124,10 @@ async fn details(state: &AppState, keys: Vec<Key>, totals: Vec<i64>) -> Result<V
                 namespace: key.namespace().to_string(),
                 name: key.name().to_string(),
                 total,
-                durable: durable.unwrap_or(0),
+                durable,
+                in_flight,
                 pending,
+                drift,
                 pending_for_ms,
                 held,
                 held_error,
