@@ -366,6 +366,10 @@ impl CacheLayer for MemcacheCache {
         self.recover_touching(keys).await
     }
 
+    async fn claimed_keys(&self, keys: &[Key]) -> Result<Vec<(BatchId, Vec<Key>)>> {
+        self.intents_touching(keys).await
+    }
+
     async fn stats(&self) -> Result<CacheStats> {
         self.gauges().await
     }

@@ -511,4 +511,30 @@ impl MemcacheCache {
         }
         Ok(out)
     }
+
+    /// The open claims with a cell of one of `keys`, read from the claims
+    /// index and their intents only: nothing is fenced, aborted or frozen,
+    /// so claims being made go on undisturbed. An intent is written (and
+    /// indexed) before its claim moves any flushed mark, and stays until
+    /// the claim is forgotten.
+    pub(crate) async fn intents_touching(&self, keys: &[Key]) -> Result<Vec<(BatchId, Vec<Key>)>> {
+        let shards: BTreeSet<u16> = keys.iter().map(|k| self.layout.index_shard_of(k)).collect();
+        let ids = self.open_claim_ids(shards.into_iter()).await?;
+        let mut out = Vec::new();
+        for chunk in ids.chunks(64) {
+            for (id, lines) in chunk.iter().zip(self.read_intent(chunk).await?) {
+                let mut touched: Vec<Key> = lines
+                    .iter()
+                    .flatten()
+                    .filter_map(|l| parse_raw_id(&l.raw).ok().map(|cell| cell.key().clone()))
+                    .filter(|k| keys.contains(k))
+                    .collect();
+                touched.dedup();
+                if !touched.is_empty() {
+                    out.push((*id, touched));
+                }
+            }
+        }
+        Ok(out)
+    }
 }

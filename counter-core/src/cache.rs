@@ -148,10 +148,7 @@ pub trait CacheLayer: Send + Sync + std::fmt::Debug + 'static {
     /// `F` must equal the durable value, so it shifts both by the
     /// difference. It must be atomic with respect to increments and
     /// claims of the counter.
-    async fn rebase(&self, key: &Key, flushed: i64, shift: i64) -> Result<bool> {
-        let _ = (key, flushed, shift);
-        Ok(false)
-    }
+    async fn rebase(&self, key: &Key, flushed: i64, shift: i64) -> Result<bool>;
 
     /// Up to `limit` cells with a pending delta that became dirty at or
     /// before `dirty_before_ms`, oldest first where the backend can.
@@ -179,6 +176,26 @@ pub trait CacheLayer: Send + Sync + std::fmt::Debug + 'static {
     async fn claims_for(&self, keys: &[Key]) -> Result<Vec<Batch>> {
         let claims = self.claims(0).await?;
         Ok(claims.into_iter().filter(|batch| keys.iter().any(|key| batch.touches(key))).collect())
+    }
+
+    /// The claims recorded and not acknowledged with a cell of one of
+    /// `keys`, as their identities and the counters they touch: what
+    /// [`claims_for`](Self::claims_for) finds, but only looked at (a cache
+    /// whose `claims_for` takes claims over from their makers, as
+    /// memcached's does, should answer without disturbing them). A claim
+    /// must be visible here from before it moves any flushed mark until it
+    /// is acknowledged. The engine asks before it rebases a counter.
+    async fn claimed_keys(&self, keys: &[Key]) -> Result<Vec<(BatchId, Vec<Key>)>> {
+        Ok(self
+            .claims_for(keys)
+            .await?
+            .into_iter()
+            .map(|batch| {
+                let mut touched: Vec<Key> = batch.entries.iter().map(|e| e.cell.key().clone()).collect();
+                touched.dedup();
+                (batch.id, touched)
+            })
+            .collect())
     }
 
     /// Gauges for metrics and backpressure.

@@ -386,6 +386,14 @@ impl<C: CacheLayer> CacheLayer for CombiningCache<C> {
         Ok(out)
     }
 
+    async fn claimed_keys(&self, keys: &[Key]) -> Result<Vec<(BatchId, Vec<Key>)>> {
+        let mut out = self.inner.claimed_keys(keys).await?;
+        for batch in self.local_claims(|b| keys.iter().any(|k| b.touches(k))) {
+            out.push((batch.id, batch.entries.iter().map(|e| e.cell.key().clone()).collect()));
+        }
+        Ok(out)
+    }
+
     async fn stats(&self) -> Result<CacheStats> {
         let mut stats = self.inner.stats().await?;
         for entry in self.local.iter().filter(|e| e.unsent.load(SeqCst) != 0) {

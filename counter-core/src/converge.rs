@@ -149,12 +149,12 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         let candidates: Vec<Key> = marks.iter().map(|(k, _)| k.clone()).collect();
         // Of the batches this engine holds, what has not landed is in their
         // pieces; of the others (other processes'), the whole claim counts.
-        let claims = self.cache.claims_for(&candidates).await?;
+        let claims = self.cache.claimed_keys(&candidates).await?;
         let mut busy: HashSet<Key> = HashSet::new();
         {
             let backlog = self.backlog();
-            for claim in claims.iter().filter(|c| !backlog.contains(c.id)) {
-                busy.extend(claim.entries.iter().map(|e| e.cell.key().clone()));
+            for (_, touched) in claims.into_iter().filter(|(id, _)| !backlog.contains(*id)) {
+                busy.extend(touched);
             }
             for piece in backlog.all() {
                 busy.extend(piece.batch.entries.iter().map(|e| e.cell.key().clone()));
