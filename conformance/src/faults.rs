@@ -1,8 +1,8 @@
 //! Stores that misbehave on purpose: one that fails before applying, one
 //! that applies and then loses its ack, one that is down altogether, one
 //! that hangs, one that refuses some cells or everything for good, one that
-//! cannot keep the protocol, and a deliberately broken one that applies a
-//! retried batch twice (to prove the suite catches it).
+//! cannot keep the protocol, and deliberately broken ones (a retried batch
+//! applied twice, refused batches dropped) to prove the suite catches them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
@@ -265,78 +265,50 @@ impl<S: DurableStore + ?Sized> DurableStore for FaultyStore<S> {
     }
 }
 
-/// A deliberately broken store: it forwards every batch under a fresh
-/// identity, so the inner store cannot recognise a retry and applies it
-/// twice. The suite must fail against it.
-#[derive(Debug)]
-pub struct DoubleApplyStore<S: DurableStore + ?Sized> {
-    inner: Arc<S>,
+/// How a [`BrokenStore`] is broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Breakage {
+    /// It forwards every batch under a fresh identity, so the inner store
+    /// cannot recognise a retry and applies it twice.
+    AppliesRetriesTwice,
+    /// It stands for an engine that drops refused batches: a batch with a
+    /// cell of a counter of this name (in any namespace), or one the inner
+    /// store refuses for good naming a key, is answered `Applied` without
+    /// reaching the store, so its deltas are forgotten.
+    DropsRefused(String),
 }
 
-impl<S: DurableStore + ?Sized> DoubleApplyStore<S> {
-    /// Breaks `inner`'s idempotency.
-    pub fn new(inner: Arc<S>) -> Self {
-        DoubleApplyStore { inner }
+/// A deliberately broken store. The suite must fail against it.
+#[derive(Debug)]
+pub struct BrokenStore<S: DurableStore + ?Sized> {
+    inner: Arc<S>,
+    breakage: Breakage,
+}
+
+impl<S: DurableStore + ?Sized> BrokenStore<S> {
+    /// Breaks `inner` as `breakage` says.
+    pub fn new(inner: Arc<S>, breakage: Breakage) -> Self {
+        BrokenStore { inner, breakage }
     }
 }
 
 #[async_trait]
-impl<S: DurableStore + ?Sized> DurableStore for DoubleApplyStore<S> {
+impl<S: DurableStore + ?Sized> DurableStore for BrokenStore<S> {
     fn capabilities(&self) -> StoreCapabilities {
         self.inner.capabilities()
     }
     async fn apply(&self, batch: &Batch) -> Result<ApplyOutcome> {
-        let renamed = Batch { id: BatchId::new(), ..batch.clone() };
-        self.inner.apply(&renamed).await
-    }
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<i64>>> {
-        self.inner.get_many(keys).await
-    }
-    async fn delete(&self, key: &Key) -> Result<bool> {
-        self.inner.delete(key).await
-    }
-    async fn list(&self, query: &ListQuery) -> Result<Vec<(Key, i64)>> {
-        self.inner.list(query).await
-    }
-    async fn series(&self, key: &Key, precision: Precision, from: i64, to: i64) -> Result<Vec<(i64, i64)>> {
-        self.inner.series(key, precision, from, to).await
-    }
-    async fn clean(&self, precision: Precision, cutoff: i64) -> Result<CleanReport> {
-        self.inner.clean(precision, cutoff).await
-    }
-}
-
-/// A deliberately broken store that stands for an engine dropping refused
-/// batches: it refuses every batch with a cell of one counter, but answers
-/// `Applied`, so the caller forgets the deltas while the store never got
-/// them. The suite must fail against it.
-#[derive(Debug)]
-pub struct DropsRefusedStore<S: DurableStore + ?Sized> {
-    inner: Arc<S>,
-    name: String,
-}
-
-impl<S: DurableStore + ?Sized> DropsRefusedStore<S> {
-    /// Drops, as if applied, every batch with a cell of a counter named `name`
-    /// (in any namespace) or of the counters the cases refuse (`ov`).
-    pub fn new(inner: Arc<S>, name: impl Into<String>) -> Self {
-        DropsRefusedStore { inner, name: name.into() }
-    }
-}
-
-#[async_trait]
-impl<S: DurableStore + ?Sized> DurableStore for DropsRefusedStore<S> {
-    fn capabilities(&self) -> StoreCapabilities {
-        self.inner.capabilities()
-    }
-    async fn apply(&self, batch: &Batch) -> Result<ApplyOutcome> {
-        if batch.entries.iter().any(|e| e.cell.key().name() == self.name) {
-            return Ok(ApplyOutcome::Applied);
-        }
-        match self.inner.apply(batch).await {
-            // What a broken engine does with a refusal: forget the batch.
-            Err(e) if !e.is_transient() && e.key().is_some() => Ok(ApplyOutcome::Applied),
-            other => other,
+        match &self.breakage {
+            Breakage::AppliesRetriesTwice => self.inner.apply(&Batch { id: BatchId::new(), ..batch.clone() }).await,
+            Breakage::DropsRefused(name) => {
+                if batch.entries.iter().any(|e| e.cell.key().name() == name) {
+                    return Ok(ApplyOutcome::Applied);
+                }
+                match self.inner.apply(batch).await {
+                    Err(e) if !e.is_transient() && e.key().is_some() => Ok(ApplyOutcome::Applied),
+                    other => other,
+                }
+            }
         }
     }
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<i64>>> {

@@ -7,41 +7,32 @@
 
 use std::sync::Arc;
 
-use conformance::faults::{DoubleApplyStore, DropsRefusedStore};
+use conformance::faults::{Breakage, BrokenStore};
 use conformance::{Backends, cases, model};
 use counter_core::{MemoryCache, MemoryStore};
 
-type Broken = DoubleApplyStore<MemoryStore>;
+type Broken = BrokenStore<MemoryStore>;
 
-fn broken() -> Backends<MemoryCache, Broken> {
-    Backends::new(Arc::new(MemoryCache::new()), Arc::new(DoubleApplyStore::new(Arc::new(MemoryStore::new()))))
+fn broken(breakage: Breakage) -> Backends<MemoryCache, Broken> {
+    Backends::new(Arc::new(MemoryCache::new()), Arc::new(BrokenStore::new(Arc::new(MemoryStore::new()), breakage)))
 }
 
-#[tokio::test]
-async fn retried_batch_case_fails_against_a_double_applying_store() {
-    let b = broken();
-    let outcome = tokio::spawn(async move { cases::retried_batch_applies_once(&b).await }).await;
-    assert!(outcome.expect_err("the case must fail").is_panic());
+fn double_applying() -> Backends<MemoryCache, Broken> {
+    broken(Breakage::AppliesRetriesTwice)
 }
 
-#[tokio::test]
-async fn orphan_recovery_case_fails_against_a_double_applying_store() {
-    let b = broken();
-    let outcome = tokio::spawn(async move { cases::orphaned_claims_are_recovered_once(&b).await }).await;
-    assert!(outcome.expect_err("the case must fail").is_panic());
+fn dropping() -> Backends<MemoryCache, Broken> {
+    broken(Breakage::DropsRefused("c".into()))
 }
 
-#[tokio::test]
-async fn the_same_cases_pass_against_the_reference_store() {
-    let b = Backends::new(Arc::new(MemoryCache::new()), Arc::new(MemoryStore::new()));
-    cases::retried_batch_applies_once(&b).await;
-    cases::orphaned_claims_are_recovered_once(&b).await;
+fn reference() -> Backends<MemoryCache, MemoryStore> {
+    Backends::new(Arc::new(MemoryCache::new()), Arc::new(MemoryStore::new()))
 }
 
-#[test]
-fn model_test_fails_against_a_double_applying_store() {
-    let outcome = std::panic::catch_unwind(|| model::run_model(256, || async { Some(broken()) }));
-    let message = outcome.expect_err("the model test must find the double count");
+/// The model test must fail over `setup`'s backends, and for the model's reason.
+fn model_fails(setup: fn() -> Backends<MemoryCache, Broken>) {
+    let outcome = std::panic::catch_unwind(|| model::run_model(256, || async move { Some(setup()) }));
+    let message = outcome.expect_err("the model test must find the broken store");
     let text = message
         .downcast_ref::<String>()
         .cloned()
@@ -50,8 +41,18 @@ fn model_test_fails_against_a_double_applying_store() {
     assert!(text.contains("model test failed"), "failed for another reason: {text}");
 }
 
-fn dropping() -> Backends<MemoryCache, DropsRefusedStore<MemoryStore>> {
-    Backends::new(Arc::new(MemoryCache::new()), Arc::new(DropsRefusedStore::new(Arc::new(MemoryStore::new()), "c")))
+#[tokio::test]
+async fn retried_batch_case_fails_against_a_double_applying_store() {
+    let b = double_applying();
+    let outcome = tokio::spawn(async move { cases::retried_batch_applies_once(&b).await }).await;
+    assert!(outcome.expect_err("the case must fail").is_panic());
+}
+
+#[tokio::test]
+async fn orphan_recovery_case_fails_against_a_double_applying_store() {
+    let b = double_applying();
+    let outcome = tokio::spawn(async move { cases::orphaned_claims_are_recovered_once(&b).await }).await;
+    assert!(outcome.expect_err("the case must fail").is_panic());
 }
 
 #[tokio::test]
@@ -62,20 +63,19 @@ async fn refused_cell_case_fails_when_refused_batches_are_dropped() {
 }
 
 #[tokio::test]
-async fn the_refused_cell_case_passes_against_the_reference_store() {
-    let reference = || Backends::new(Arc::new(MemoryCache::new()), Arc::new(MemoryStore::new()));
+async fn the_same_cases_pass_against_the_reference_store() {
+    cases::retried_batch_applies_once(&reference()).await;
+    cases::orphaned_claims_are_recovered_once(&reference()).await;
     cases::refused_cell_is_isolated_and_held(&reference()).await;
     cases::refused_cell_survives_shutdown(&reference()).await;
 }
 
 #[test]
+fn model_test_fails_against_a_double_applying_store() {
+    model_fails(double_applying);
+}
+
+#[test]
 fn model_test_fails_when_refused_batches_are_dropped() {
-    let outcome = std::panic::catch_unwind(|| model::run_model(256, || async { Some(dropping()) }));
-    let message = outcome.expect_err("the model test must find the dropped deltas");
-    let text = message
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| message.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default();
-    assert!(text.contains("model test failed"), "failed for another reason: {text}");
+    model_fails(dropping);
 }
