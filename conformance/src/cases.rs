@@ -535,14 +535,7 @@ pub async fn shutdown_drains_and_reports<C: CacheLayer + ?Sized, S: DurableStore
 pub async fn concurrent_increments_see_every_total_once<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
     b: &Backends<C, S>,
 ) {
-    let c = Arc::new(
-        b.builder()
-            .background(true)
-            .policy(Policy::interval(Duration::from_millis(5)).unwrap())
-            .tick(Duration::from_millis(2))
-            .build()
-            .unwrap(),
-    );
+    let c = Arc::new(b.flushing_every(5).build().unwrap());
     let k = b.key("hot");
     let tasks: Vec<_> = (0..8)
         .map(|_| {

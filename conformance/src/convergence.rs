@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use counter_core::{CacheLayer, Counters, DurableStore, ListQuery, MemoryCache, Policy};
+use counter_core::{CacheLayer, Counters, DurableStore, ListQuery, MemoryCache};
 
 use crate::cases::eventually;
 use crate::delivery::external_write;
@@ -103,13 +103,7 @@ pub async fn a_reload_that_missed_a_batch_in_flight_converges<C: CacheLayer + ?S
 /// In the background, a drifted counter converges within the reconcile
 /// interval, without any call of this process touching it.
 pub async fn drift_converges_in_the_background<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(b: &Backends<C, S>) {
-    let c = b
-        .builder()
-        .background(true)
-        .policy(Policy::interval(Duration::from_millis(50)).unwrap())
-        .tick(Duration::from_millis(10))
-        .build()
-        .unwrap();
+    let c = b.flushing_every(50).build().unwrap();
     let k = b.key("bg");
     c.incr(&k, 7).await.unwrap();
     assert!(eventually(Duration::from_secs(5), || async { b.durable(&k).await == Some(7) }).await);

@@ -34,14 +34,7 @@ pub async fn external_write<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
 pub async fn shutdown_with_increments_in_flight_loses_nothing<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
     b: &Backends<C, S>,
 ) {
-    let c = Arc::new(
-        b.builder()
-            .background(true)
-            .policy(Policy::interval(Duration::from_millis(5)).unwrap())
-            .tick(Duration::from_millis(2))
-            .build()
-            .unwrap(),
-    );
+    let c = Arc::new(b.flushing_every(5).build().unwrap());
     let k = b.key("inflight");
     c.incr(&k, 0).await.unwrap();
     let acknowledged = Arc::new(AtomicU64::new(0));
@@ -158,14 +151,7 @@ pub async fn permanent_store_failure_stops_retrying_and_keeps_deltas<
 >(
     b: &Backends<C, S>,
 ) {
-    let c = b
-        .builder()
-        .background(true)
-        .policy(Policy::interval(Duration::from_millis(10)).unwrap())
-        .tick(Duration::from_millis(5))
-        .refused_retry(Duration::from_secs(3600))
-        .build()
-        .unwrap();
+    let c = b.flushing_every(10).refused_retry(Duration::from_secs(3600)).build().unwrap();
     let (k, j) = (b.key("perm"), b.key("perm2"));
     c.incr(&k, 2).await.unwrap();
     b.store.set_permanent_failure(true);
@@ -194,15 +180,7 @@ pub async fn hung_store_gets_backpressure_at_the_bound<C: CacheLayer + ?Sized, S
     b: &Backends<C, S>,
 ) {
     let bound = 6;
-    let c = b
-        .builder()
-        .background(true)
-        .max_pending(bound)
-        .policy(Policy::interval(Duration::from_millis(5)).unwrap())
-        .tick(Duration::from_millis(2))
-        .store_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let c = b.flushing_every(5).max_pending(bound).store_timeout(Duration::from_millis(300)).build().unwrap();
     let keys: Vec<Key> = (0..30).map(|i| b.key(&format!("h{i}"))).collect();
     for k in &keys {
         c.incr(k, 0).await.unwrap();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use counter_core::testing::CacheFaults;
-use counter_core::{CacheLayer, Counters, CountersBuilder, DurableStore, Key, RetryPolicy};
+use counter_core::{CacheLayer, Counters, CountersBuilder, DurableStore, Key, Policy, RetryPolicy};
 use rand::Rng;
 
 use crate::faults::FaultyStore;
@@ -67,6 +67,16 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Backends<C, S> {
             .store_timeout(Duration::from_secs(5))
             .refused_retry(Duration::from_secs(3600))
             .spill_journal(&self.journal)
+    }
+
+    /// [`builder`](Self::builder)'s settings with a background flusher that
+    /// flushes every counter after `interval_ms` and looks every
+    /// `interval_ms / 2` (at least 1 ms).
+    pub fn flushing_every(&self, interval_ms: u64) -> CountersBuilder<C, FaultyStore<S>> {
+        self.builder()
+            .background(true)
+            .policy(Policy::interval(Duration::from_millis(interval_ms)).expect("a positive interval"))
+            .tick(Duration::from_millis((interval_ms / 2).max(1)))
     }
 
     /// A handle with [`builder`](Self::builder)'s settings.
