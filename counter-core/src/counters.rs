@@ -619,29 +619,31 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         self.engine.converge(true).await
     }
 
-    /// The deltas of each counter that were taken from the cache and have not
-    /// landed in the store yet (batches this handle holds, and claims other
-    /// processes hold in a shared cache): with no drift, a counter's total is
-    /// durable value + in flight + pending. For diagnostics.
-    pub async fn in_flight(&self, keys: &[Key]) -> Result<Vec<i128>> {
+    /// The deltas of each counter taken from the cache that have not landed
+    /// in the store yet: with no drift, a counter's total is durable value +
+    /// in flight + pending. `None` where another process holds a claim of
+    /// the counter (its amount is not read: that would take the claim over).
+    /// For diagnostics.
+    pub async fn in_flight(&self, keys: &[Key]) -> Result<Vec<Option<i128>>> {
         let engine = &*self.engine;
         let _call = engine.gate.enter()?;
-        let mut sums = vec![0i128; keys.len()];
-        let mut add = |batch: &crate::batch::Batch| {
-            for entry in &batch.entries {
-                if let Cell::Counter(k) = &entry.cell {
-                    if let Some(i) = keys.iter().position(|key| key == k) {
-                        sums[i] += i128::from(entry.delta);
-                    }
+        let mut sums: Vec<Option<i128>> = vec![Some(0); keys.len()];
+        let held = engine.inflight_batches(false);
+        for entry in held.iter().flat_map(|b| &b.entries) {
+            if let Cell::Counter(k) = &entry.cell {
+                if let Some(sum) = keys.iter().position(|key| key == k).and_then(|i| sums[i].as_mut()) {
+                    *sum += i128::from(entry.delta);
                 }
             }
-        };
-        let held = engine.inflight_batches(false);
+        }
         let roots: std::collections::HashSet<_> = held.iter().map(|b| b.root()).collect();
-        held.iter().for_each(&mut add);
-        for claim in engine.cache.claims_for(keys).await? {
-            if !roots.contains(&claim.id) {
-                add(&claim);
+        for (id, touched) in engine.cache.claimed_keys(keys).await? {
+            if !roots.contains(&id) {
+                for k in touched {
+                    if let Some(i) = keys.iter().position(|key| *key == k) {
+                        sums[i] = None;
+                    }
+                }
             }
         }
         Ok(sums)

@@ -189,7 +189,7 @@ async function refreshSelected() {
   $('value').textContent = fmt(detail.total);
   $('value').dataset.value = String(detail.total);
   $('breakdown').textContent = 'durable ' + fmt(detail.durable)
-    + (detail.in_flight ? ' + in flight ' + fmt(detail.in_flight) : '')
+    + (detail.in_flight === null ? ' + in flight (another process)' : detail.in_flight ? ' + in flight ' + fmt(detail.in_flight) : '')
     + ' + pending ' + fmt(detail.pending)
     + (detail.pending_for_ms !== null ? ' (waiting ' + fmtAge(detail.pending_for_ms) + ')' : '')
     + (detail.drift ? ' (converging with the store: ' + fmt(detail.drift) + ' off)' : '')

@@ -42,14 +42,15 @@ struct Detail {
     total: i64,
     /// The store's value (0 if it has none).
     durable: i64,
-    /// Deltas taken from the cache for the store, not landed yet.
-    in_flight: i128,
+    /// Deltas taken from the cache for the store, not landed yet (`null`
+    /// while another process holds a claim of the counter).
+    in_flight: Option<i128>,
     /// The cache's pending delta (not yet in the store).
     pending: i128,
     /// `total - (durable + in_flight + pending)`: 0, except for a moment
     /// after someone else wrote the store (the cache then converges within
-    /// one reconcile interval).
-    drift: i128,
+    /// one reconcile interval); `null` when `in_flight` is.
+    drift: Option<i128>,
     /// How long the oldest part of the pending delta has waited, if any.
     pending_for_ms: Option<u64>,
     /// Deltas the store refused for good, held and tried again (part of
@@ -76,11 +77,10 @@ async fn details(state: &AppState, keys: Vec<Key>, totals: Vec<i64>) -> Result<V
         durable = counters.store().get_many(&keys).await?;
         cached = counters.cache().get_many(&cells).await?;
         in_flight = counters.in_flight(&keys).await?;
-        let adds_up = durable
-            .iter()
-            .zip(&cached)
-            .zip(&in_flight)
-            .all(|((d, c), f)| c.is_none_or(|c| i128::from(c.total) == i128::from(d.unwrap_or(0)) + f + c.pending));
+        let adds_up = durable.iter().zip(&cached).zip(&in_flight).all(|((d, c), f)| match (c, f) {
+            (Some(c), Some(f)) => i128::from(c.total) == i128::from(d.unwrap_or(0)) + f + c.pending,
+            _ => true,
+        });
         if adds_up {
             break;
         }
@@ -114,8 +114,8 @@ async fn details(state: &AppState, keys: Vec<Key>, totals: Vec<i64>) -> Result<V
             let durable = durable.unwrap_or(0);
             // An uncached counter's total is read from the store: nothing to drift.
             let drift = match cached {
-                Some(_) => i128::from(total) - i128::from(durable) - in_flight - pending,
-                None => 0,
+                Some(_) => in_flight.map(|f| i128::from(total) - i128::from(durable) - f - pending),
+                None => Some(0),
             };
             let pending_for_ms = (pending != 0).then(|| since.get(&key).map(|s| now.saturating_sub(*s))).flatten();
             let (held, held_error) = held.remove(&key).map_or((0, None), |(d, e)| (d, Some(e)));
