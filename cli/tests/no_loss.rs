@@ -31,47 +31,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-/// `counters serve --store STORE` in `dir` on a free loopback port, with
-/// `options` (each test gives `--flush-interval`).
-#[cfg_attr(not(all(feature = "dynamo", feature = "redis")), allow(dead_code))]
-fn serve_on(dir: &Path, store: &str, options: &[&str]) -> Server {
-    let mut command = counters(dir);
-    command.args(["--store", store, "serve", "--listen", "127.0.0.1:0"]).args(options);
-    Server::spawn(command)
-}
-
-/// `POST /v1/counters/KEY {"delta": D}`: the status and the answer.
-#[cfg_attr(not(all(feature = "dynamo", feature = "redis")), allow(dead_code))]
-fn incr(server: &Server, key: &str, delta: i64) -> (u16, Value) {
-    server.json("POST", &format!("/v1/counters/{key}"), &format!(r#"{{"delta": {delta}}}"#))
-}
-
-/// The value an answer reports.
-#[cfg_attr(not(all(feature = "dynamo", feature = "redis")), allow(dead_code))]
-fn value(answer: &(u16, Value)) -> (u16, i64) {
-    (answer.0, answer.1["value"].as_i64().unwrap_or_else(|| panic!("no value in {}", answer.1)))
-}
-
-/// Polls `check` every 100 ms for up to `limit`; whether it became true.
-#[cfg_attr(not(all(feature = "dynamo", feature = "redis")), allow(dead_code))]
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The one spill journal file under `dir`, which `log` must name.
 fn the_journal_file(dir: &Path, log: &str) -> std::path::PathBuf {
@@ -80,23 +43,6 @@ fn the_journal_file(dir: &Path, log: &str) -> std::path::PathBuf {
     let name = files[0].file_name().unwrap().to_string_lossy().to_string();
     assert!(log.contains(&name), "the log names the journal file {name}:\n{log}");
     files[0].clone()
-}
-
-/// `counters --store STORE get KEYS...` in `dir` (which holds the journal
-/// the previous runs there left): succeeds; the values in order.
-fn get_all(dir: &Path, store: &str, keys: &[&str]) -> Vec<i64> {
-    let mut args = vec!["--store", store, "get"];
-    args.extend_from_slice(keys);
-    let o = run(dir, &args);
-    assert_eq!(o.status.code(), Some(0), "counters get {keys:?}: {}", stderr(&o));
-    let out = stdout(&o);
-    let values: Vec<i64> = if keys.len() == 1 {
-        vec![out.parse().unwrap_or_else(|_| panic!("not a number: {out:?}"))]
-    } else {
-        out.lines().map(|l| l.rsplit('\t').next().unwrap().parse().unwrap()).collect()
-    };
-    assert_eq!(values.len(), keys.len(), "{out}");
-    values
 }
 
 // ---------------------------------------------------------------------------
@@ -411,29 +357,6 @@ fn case6_backpressure_holds_at_max_pending_while_the_store_hangs_and_every_200_l
 
 // ---------------------------------------------------------------------------
 // Case 8: counted, then the store does not take it: exit 5 and the journal.
-
-/// A python3 child holding the SQLite write lock of `file` (BEGIN
-/// IMMEDIATE) until it is dropped.
-fn hold_write_lock(file: &Path) -> Guard {
-    let script = "import sqlite3, sys, time\n\
-                  c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)\n\
-                  c.execute('BEGIN IMMEDIATE')\n\
-                  print('locked', flush=True)\n\
-                  time.sleep(120)\n";
-    let mut child = Guard(
-        Command::new("python3")
-            .args(["-c", script])
-            .arg(file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs"),
-    );
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()), &mut line).unwrap();
-    assert_eq!(line.trim(), "locked", "python3 could not lock {}", file.display());
-    child
-}
 
 #[test]
 fn case8_incr_on_a_locked_sqlite_file_exits_5_names_the_journal_and_the_next_run_lands_it_once() {

@@ -2,7 +2,9 @@
 //! user would, a running `counters serve` with its log, one HTTP request at
 //! a time, the test services' URLs (a missing one fails under `CI=true` and
 //! skips loudly elsewhere), Python's `distributed_counter` on the DynamoDB
-//! test server, and redis-servers of a test's own.
+//! test server, redis-servers and memcacheds of a test's own, a Redis
+//! client small enough for FLUSHALL and SCAN, and the SQLite write lock
+//! held by another process.
 //!
 //! `COUNTERS_TEST_BIN=/path/to/counters` runs the tests against another
 //! build of the binary (to see whether a test fails on an older version).
@@ -358,13 +360,10 @@ impl PrivateRedis {
     /// fsyncs it before answering, so a SIGKILL and a restart keep
     /// everything it acknowledged; otherwise it keeps nothing.
     pub fn start(persistent: bool) -> Option<PrivateRedis> {
-        if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
-            let ci = matches!(std::env::var("CI").as_deref(), Ok("true" | "1"));
-            assert!(!ci, "redis-server is not installed and CI=true");
-            eprintln!("\n*** SKIPPING: redis-server is not installed; run ./scripts/test. ***\n");
+        if !installed("redis-server") {
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let mut server = PrivateRedis { port, dir: tempfile::tempdir().unwrap(), persistent, child: None };
         server.restart();
         Some(server)
@@ -376,6 +375,11 @@ impl PrivateRedis {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the server runs").id()
+    }
+
+    /// One command to it: its reply.
+    pub fn command<A: AsRef<[u8]>>(&self, args: &[A]) -> Resp {
+        redis_command(self.port, args)
     }
 
     /// Stops the server with SIGKILL.
@@ -421,5 +425,244 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// `counters --store STORE serve` in `dir` on a free loopback port, with
+/// `options` (`--flush-interval`, `--cache`, ...) after `serve`.
+pub fn serve_on(dir: &Path, store: &str, options: &[&str]) -> Server {
+    serve_with(dir, &["--store", store], options)
+}
+
+/// `counters GLOBAL... serve --listen 127.0.0.1:0 OPTIONS...` in `dir`.
+pub fn serve_with(dir: &Path, global: &[&str], options: &[&str]) -> Server {
+    let mut command = counters(dir);
+    command.args(global).args(["serve", "--listen", "127.0.0.1:0"]).args(options);
+    Server::spawn(command)
+}
+
+/// `POST /v1/counters/KEY {"delta": D}`: the status and the answer.
+pub fn incr(server: &Server, key: &str, delta: i64) -> (u16, serde_json::Value) {
+    server.json("POST", &format!("/v1/counters/{key}"), &format!(r#"{{"delta": {delta}}}"#))
+}
+
+/// The value an answer reports.
+pub fn value(answer: &(u16, serde_json::Value)) -> (u16, i64) {
+    (answer.0, answer.1["value"].as_i64().unwrap_or_else(|| panic!("no value in {}", answer.1)))
+}
+
+/// Polls `check` every 100 ms for up to `limit`; whether it became true.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `counters --store STORE get KEYS...` in `dir` (which holds the journal
+/// the previous runs there left; the default in-process cache): succeeds;
+/// the values in order.
+pub fn get_all(dir: &Path, store: &str, keys: &[&str]) -> Vec<i64> {
+    let mut args = vec!["--store", store, "get"];
+    args.extend_from_slice(keys);
+    let o = run(dir, &args);
+    assert_eq!(o.status.code(), Some(0), "counters get {keys:?}: {}", stderr(&o));
+    let out = stdout(&o);
+    let values: Vec<i64> = if keys.len() == 1 {
+        vec![out.parse().unwrap_or_else(|_| panic!("not a number: {out:?}"))]
+    } else {
+        out.lines().map(|l| l.rsplit('\t').next().unwrap().parse().unwrap()).collect()
+    };
+    assert_eq!(values.len(), keys.len(), "{out}");
+    values
+}
+
+/// A python3 child holding the SQLite write lock of `file` (BEGIN
+/// IMMEDIATE) until it is dropped.
+pub fn hold_write_lock(file: &Path) -> Guard {
+    let script = "import sqlite3, sys, time\n\
+                  c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)\n\
+                  c.execute('BEGIN IMMEDIATE')\n\
+                  print('locked', flush=True)\n\
+                  time.sleep(120)\n";
+    let mut child = Guard(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "locked", "python3 could not lock {}", file.display());
+    child
+}
+
+/// Whether `program --version` runs; if not, a failure under `CI=true`
+/// and a loud skip elsewhere.
+pub fn installed(program: &str) -> bool {
+    if Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+        return true;
+    }
+    let ci = matches!(std::env::var("CI").as_deref(), Ok("true" | "1"));
+    assert!(!ci, "{program} is not installed and CI=true: a missing service is a failure, not a skip");
+    eprintln!("\n*** SKIPPING: {program} is not installed; run ./scripts/test. ***\n");
+    false
+}
+
+/// A free loopback port (nothing listens on it once this returns).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A Redis reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Resp>>),
+}
+
+/// One command to the Redis server on loopback `port` (a connection of its
+/// own, RESP2): its reply. Panics when the server does not answer.
+pub fn redis_command<A: AsRef<[u8]>>(port: u16, args: &[A]) -> Resp {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("redis on {port}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut request = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        let arg = arg.as_ref();
+        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        request.extend_from_slice(arg);
+        request.extend_from_slice(b"\r\n");
+    }
+    stream.write_all(&request).unwrap();
+    read_resp(&mut BufReader::new(stream))
+}
+
+fn read_resp(reader: &mut impl BufRead) -> Resp {
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).expect("a reply from redis");
+    let line = String::from_utf8_lossy(&line).trim_end().to_string();
+    let (kind, rest) = line.split_at(1);
+    let number = || rest.parse::<i64>().unwrap_or_else(|_| panic!("a bad reply from redis: {line:?}"));
+    match kind {
+        "+" => Resp::Simple(rest.to_string()),
+        "-" => Resp::Error(rest.to_string()),
+        ":" => Resp::Int(number()),
+        "$" if number() < 0 => Resp::Bulk(None),
+        "$" => {
+            let mut data = vec![0; number() as usize + 2];
+            reader.read_exact(&mut data).unwrap();
+            data.truncate(data.len() - 2);
+            Resp::Bulk(Some(data))
+        }
+        "*" if number() < 0 => Resp::Array(None),
+        "*" => Resp::Array(Some((0..number()).map(|_| read_resp(reader)).collect())),
+        _ => panic!("a bad reply from redis: {line:?}"),
+    }
+}
+
+/// Deletes every key of the Redis server on `port` that contains `text`
+/// (SCAN, then DEL one key at a time, so that it works on a Cluster node
+/// too: a node scans and deletes only the keys it owns). How many it
+/// deleted.
+pub fn redis_delete_containing(port: u16, text: &str) -> usize {
+    let pattern = format!("*{text}*");
+    let mut cursor = b"0".to_vec();
+    let mut deleted = 0;
+    loop {
+        let reply =
+            redis_command(port, &[b"SCAN".as_slice(), &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", b"1000"]);
+        let Resp::Array(Some(parts)) = reply else { panic!("SCAN on {port}: {reply:?}") };
+        let [Resp::Bulk(Some(next)), Resp::Array(Some(keys))] = parts.as_slice() else {
+            panic!("SCAN on {port}: {parts:?}")
+        };
+        for key in keys {
+            let Resp::Bulk(Some(key)) = key else { panic!("SCAN on {port}: {key:?}") };
+            match redis_command(port, &[b"DEL".as_slice(), key]) {
+                Resp::Int(n) => deleted += n as usize,
+                other => panic!("DEL {} on {port}: {other:?}", String::from_utf8_lossy(key)),
+            }
+        }
+        if next.as_slice() == b"0" {
+            return deleted;
+        }
+        cursor = next.clone();
+    }
+}
+
+/// The ports of the servers a `redis://` or `redis+cluster://` URL names
+/// (on loopback).
+pub fn redis_ports(url: &str) -> Vec<u16> {
+    let hosts = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let hosts = hosts.split(['/', '?']).next().unwrap();
+    hosts
+        .split(',')
+        .map(|host| host.rsplit(':').next().unwrap().parse().unwrap_or_else(|_| panic!("no port in {url}")))
+        .collect()
+}
+
+/// A memcached of the test's own on a free loopback port; killed when
+/// dropped.
+pub struct PrivateMemcached {
+    pub port: u16,
+    child: Guard,
+}
+
+impl PrivateMemcached {
+    /// Starts one, or `None` (a failure under CI) if memcached is not
+    /// installed.
+    pub fn start() -> Option<PrivateMemcached> {
+        if !installed("memcached") {
+            return None;
+        }
+        let port = free_port();
+        let mut command = Command::new("memcached");
+        command.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "64"]);
+        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        if root {
+            command.args(["-u", "root"]);
+        }
+        let child = Guard(command.stdout(Stdio::null()).spawn().expect("start memcached"));
+        let server = PrivateMemcached { port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.send("mn\r\n").as_deref() != Ok("MN") {
+            assert!(Instant::now() < deadline, "memcached on port {port} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("memcache://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Invalidates everything it holds (`flush_all`).
+    pub fn flush_all(&self) {
+        assert_eq!(self.send("flush_all\r\n").as_deref(), Ok("OK"), "flush_all on memcached {}", self.port);
+    }
+
+    /// One command line; the first line of the reply.
+    fn send(&self, command: &str) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(command.as_bytes())?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line)?;
+        Ok(line.trim_end().to_string())
     }
 }
