@@ -636,7 +636,7 @@ impl PrivateMemcached {
         let child = Guard(command.stdout(Stdio::null()).spawn().expect("start memcached"));
         let server = PrivateMemcached { port, child };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while server.send("mn\r\n").as_deref() != Ok("MN") {
+        while server.send("mn\r\n").ok().as_deref() != Some("MN") {
             assert!(Instant::now() < deadline, "memcached on port {port} did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -653,7 +653,13 @@ impl PrivateMemcached {
 
     /// Invalidates everything it holds (`flush_all`).
     pub fn flush_all(&self) {
-        assert_eq!(self.send("flush_all\r\n").as_deref(), Ok("OK"), "flush_all on memcached {}", self.port);
+        let reply = self.send("flush_all\r\n");
+        assert_eq!(
+            reply.as_ref().ok().map(String::as_str),
+            Some("OK"),
+            "flush_all on memcached {}: {reply:?}",
+            self.port
+        );
     }
 
     /// One command line; the first line of the reply.
