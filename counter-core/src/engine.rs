@@ -254,7 +254,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     /// Cells not durable: dirty in the cache at the last reading, turned
     /// dirty since, and taken from the cache and not landed.
     pub(crate) fn pending_estimate(&self, dirtied: u64) -> u64 {
-        self.last_dirty.load(Relaxed) + dirtied + self.backlog().cells()
+        self.last_dirty.load(Relaxed).saturating_add(dirtied).saturating_add(self.backlog().cells())
     }
 
     pub(crate) fn set_over_bound(&self, over: bool) {
@@ -373,7 +373,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     pub(crate) async fn refresh_gauges(&self) -> Result<()> {
         let dirtied_before = self.dirtied.load(Relaxed);
         let stats = self.cache.stats().await?;
-        self.dirtied.fetch_sub(dirtied_before, Relaxed);
+        // Cells cleaned meanwhile (write-through) may have lowered it already.
+        let _ = self.dirtied.fetch_update(Relaxed, Relaxed, |d| Some(d.saturating_sub(dirtied_before)));
         self.last_dirty.store(stats.dirty_cells, Relaxed);
         let (roots, held) = self.backlog_size();
         self.metrics.pending_cells.store(stats.dirty_cells + held, Relaxed);
