@@ -31,9 +31,11 @@
 mod common;
 
 use std::path::Path;
+#[cfg_attr(not(any(feature = "dynamo", feature = "redis")), allow(unused_imports))]
 use std::time::{Duration, Instant};
 
 use common::*;
+#[cfg_attr(not(feature = "redis"), allow(unused_imports))]
 use serde_json::Value;
 
 /// The one spill journal file under `dir`, which `log` must name.
