@@ -180,7 +180,7 @@ pub async fn hung_store_gets_backpressure_at_the_bound<C: CacheLayer + ?Sized, S
     b: &Backends<C, S>,
 ) {
     let bound = 6;
-    let c = b.flushing_every(5).max_pending(bound).store_timeout(Duration::from_millis(300)).build().unwrap();
+    let c = b.flushing_every(5).max_pending(bound).store_timeout(Duration::from_secs(2)).build().unwrap();
     let keys: Vec<Key> = (0..30).map(|i| b.key(&format!("h{i}"))).collect();
     for k in &keys {
         c.incr(k, 0).await.unwrap();
