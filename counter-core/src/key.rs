@@ -18,10 +18,21 @@ pub const NAMESPACE_SEPARATOR: char = '/';
 /// A validated counter key: a namespace (possibly empty, the default one) and
 /// a name.
 ///
-/// Names are UTF-8, 1 to [`MAX_NAME_BYTES`] bytes, without control characters,
-/// and form a hierarchy by `:` (`clicks:ad42:us` rolls up into `clicks:ad42`
-/// and `clicks`). Namespaces follow the same rules but may be empty, may be at
+/// Names are UTF-8, 1 to [`MAX_NAME_BYTES`] bytes (bytes, not characters: a
+/// name of 341 three-byte characters is 1023 bytes), without control
+/// characters (general category Cc) and without Unicode format characters
+/// (category Cf: bidirectional overrides and isolates U+202A-U+202E and
+/// U+2066-U+2069, zero-width U+200B-U+200F, U+2060-U+2064, the byte order
+/// mark U+FEFF, ...) or the line and paragraph separators U+2028/U+2029,
+/// which would let one name pass for another in a listing. They form a
+/// hierarchy by `:` (`clicks:ad42:us` rolls up into `clicks:ad42` and
+/// `clicks`). Namespaces follow the same rules but may be empty, may be at
 /// most [`MAX_NAMESPACE_BYTES`] bytes and may not contain `/`.
+///
+/// Keys are compared **as bytes**: no Unicode normalisation is applied, so
+/// the NFC spelling `caf\u{e9}` and the NFD spelling `cafe\u{301}` are two
+/// different counters. Normalise before counting if your input can come in
+/// both forms.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     namespace: Box<str>,
@@ -82,6 +93,42 @@ impl Key {
     pub fn len_bytes(&self) -> usize {
         self.namespace.len() + self.name.len()
     }
+
+    /// Checks `namespace` by the rules of a key's namespace (at most
+    /// [`MAX_NAMESPACE_BYTES`] bytes, no `/`, no control or format
+    /// characters; empty is the default namespace), with an
+    /// [`ErrorKind::InvalidKey`] error naming the namespace otherwise.
+    ///
+    /// ```
+    /// # use counter_core::Key;
+    /// assert!(Key::validate_namespace("clicks").is_ok());
+    /// assert!(Key::validate_namespace("").is_ok());
+    /// assert!(Key::validate_namespace("a/b").is_err());
+    /// assert!(Key::validate_namespace("a\u{202e}").is_err());
+    /// ```
+    pub fn validate_namespace(namespace: &str) -> Result<()> {
+        check_namespace(namespace).map_err(|e| e.with_key(format!("{namespace}{NAMESPACE_SEPARATOR}")))
+    }
+
+    /// Checks a name prefix (as in a listing) by the rules of a name, except
+    /// that it may be empty (every name): at most [`MAX_NAME_BYTES`] bytes,
+    /// no control or format characters. A prefix that fails this matches no
+    /// valid key, so a listing by it is refused rather than answered empty.
+    ///
+    /// ```
+    /// # use counter_core::Key;
+    /// assert!(Key::validate_prefix("clicks:").is_ok());
+    /// assert!(Key::validate_prefix("").is_ok());
+    /// assert!(Key::validate_prefix("a\u{1}").is_err());
+    /// ```
+    pub fn validate_prefix(prefix: &str) -> Result<()> {
+        check_prefix(prefix).map_err(|e| e.with_key(prefix.to_string()))
+    }
+
+    /// Checks a name by the rules of [`Key::new`] without making a key.
+    pub fn validate_name(name: &str) -> Result<()> {
+        check_name(name).map_err(|e| e.with_key(name.to_string()))
+    }
 }
 
 /// The display form: `namespace/name`; `name` alone in the default namespace,
@@ -109,6 +156,13 @@ fn check_name(name: &str) -> Result<()> {
     check_chars("name", name)
 }
 
+fn check_prefix(prefix: &str) -> Result<()> {
+    if prefix.len() > MAX_NAME_BYTES {
+        return Err(invalid(format!("prefix is {} bytes, the limit is {MAX_NAME_BYTES}", prefix.len())));
+    }
+    check_chars("prefix", prefix)
+}
+
 fn check_namespace(namespace: &str) -> Result<()> {
     if namespace.len() > MAX_NAMESPACE_BYTES {
         return Err(invalid(format!("namespace is {} bytes, the limit is {MAX_NAMESPACE_BYTES}", namespace.len())));
@@ -120,10 +174,55 @@ fn check_namespace(namespace: &str) -> Result<()> {
 }
 
 fn check_chars(what: &str, text: &str) -> Result<()> {
-    match text.char_indices().find(|(_, c)| c.is_control()) {
-        Some((at, c)) => Err(invalid(format!("{what} contains control character U+{:04X} at byte {at}", c as u32))),
-        None => Ok(()),
+    for (at, c) in text.char_indices() {
+        if c.is_control() {
+            return Err(invalid(format!("{what} contains control character U+{:04X} at byte {at}", c as u32)));
+        }
+        if let Some(class) = invisible_class(c) {
+            return Err(invalid(format!("{what} contains U+{:04X} at byte {at}, a Unicode {class}", c as u32)));
+        }
     }
+    Ok(())
+}
+
+/// Unicode format characters (general category Cf, Unicode 16) as inclusive
+/// ranges of code points. They render as nothing or reorder the text around
+/// them, so a name carrying one can pass for another.
+const FORMAT_CHARACTERS: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+/// What kind of invisible character `c` is, if it is one keys refuse:
+/// a format character (Cf) or the line or paragraph separator (Zl, Zp).
+fn invisible_class(c: char) -> Option<&'static str> {
+    let cp = c as u32;
+    if cp == 0x2028 {
+        return Some("line separator");
+    }
+    if cp == 0x2029 {
+        return Some("paragraph separator");
+    }
+    FORMAT_CHARACTERS.iter().any(|&(lo, hi)| (lo..=hi).contains(&cp)).then_some("format character")
 }
 
 impl fmt::Display for Key {
@@ -176,6 +275,104 @@ mod tests {
     }
 
     #[test]
+    fn format_characters_and_separators_are_refused() {
+        let spoofers = [
+            '\u{202A}',
+            '\u{202B}',
+            '\u{202C}',
+            '\u{202D}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{2060}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{061C}',
+            '\u{180E}',
+            '\u{FFF9}',
+            '\u{E0001}',
+            '\u{E0041}',
+            '\u{1D173}',
+        ];
+        for c in spoofers {
+            let name = format!("admin{c}gnp.exe");
+            let e = Key::named(&name).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidKey, "{c:?}");
+            let text = e.to_string();
+            assert!(text.contains(&format!("U+{:04X}", c as u32)), "{text}");
+            assert!(text.contains("a Unicode format character"), "{text}");
+            assert!(text.contains("at byte 5"), "{text}");
+            assert_eq!(Key::new(format!("ns{c}"), "x").unwrap_err().kind(), ErrorKind::InvalidKey, "{c:?}");
+            assert!(Key::validate_namespace(&format!("{c}")).is_err());
+            assert!(Key::validate_prefix(&format!("a{c}")).is_err());
+            assert!(Key::validate_name(&format!("a{c}")).is_err());
+        }
+        let e = Key::named("a\u{2028}b").unwrap_err();
+        assert!(e.to_string().contains("U+2028 at byte 1, a Unicode line separator"), "{e}");
+        let e = Key::named("a\u{2029}b").unwrap_err();
+        assert!(e.to_string().contains("U+2029 at byte 1, a Unicode paragraph separator"), "{e}");
+        // Neighbours of the refused ranges stay valid: visible punctuation,
+        // combining marks (NFD spellings), emoji with a variation selector.
+        for fine in ["a\u{2010}b", "a\u{2030}", "cafe\u{301}", "\u{2764}\u{FE0F}", "\u{202F}nbsp", "x\u{2065}"] {
+            assert!(Key::named(fine).is_ok(), "{fine:?}");
+        }
+    }
+
+    #[test]
+    fn names_compare_as_bytes_not_normalised() {
+        let nfc = Key::named("caf\u{e9}").unwrap();
+        let nfd = Key::named("cafe\u{301}").unwrap();
+        assert_ne!(nfc, nfd);
+        assert_eq!(nfc.name().len(), 5);
+        assert_eq!(nfd.name().len(), 6);
+    }
+
+    #[test]
+    fn limits_count_bytes_of_multibyte_text() {
+        // 341 three-byte characters + 1 byte = 1024 bytes: the limit exactly.
+        let at_limit = format!("{}x", "\u{65e5}".repeat(341));
+        assert_eq!(at_limit.len(), MAX_NAME_BYTES);
+        assert!(Key::named(&at_limit).is_ok());
+        let over = format!("{}xy", "\u{65e5}".repeat(341));
+        let e = Key::named(&over).unwrap_err();
+        assert!(e.to_string().contains("1025 bytes"), "{e}");
+        // 64 four-byte characters = 256 bytes: one over the namespace limit.
+        let ns = "\u{1F600}".repeat(64);
+        let e = Key::new(&ns, "x").unwrap_err();
+        assert!(e.to_string().contains("256 bytes"), "{e}");
+        assert!(Key::new("\u{1F600}".repeat(63) + "abc", "x").is_ok());
+    }
+
+    #[test]
+    fn validators_match_key_rules() {
+        assert!(Key::validate_namespace("").is_ok());
+        assert!(Key::validate_namespace(&"n".repeat(MAX_NAMESPACE_BYTES)).is_ok());
+        let e = Key::validate_namespace(&"n".repeat(MAX_NAMESPACE_BYTES + 1)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidKey);
+        assert!(e.to_string().contains("256 bytes"), "{e}");
+        let e = Key::validate_namespace("a/b").unwrap_err();
+        assert!(e.to_string().contains("namespace contains '/'"), "{e}");
+        let e = Key::validate_namespace("a\u{1}").unwrap_err();
+        assert!(e.to_string().contains("namespace contains control character U+0001"), "{e}");
+        assert!(Key::validate_prefix("").is_ok());
+        assert!(Key::validate_prefix("a/b:").is_ok(), "names may contain '/'");
+        assert!(Key::validate_prefix(&"p".repeat(MAX_NAME_BYTES)).is_ok());
+        let e = Key::validate_prefix(&"p".repeat(MAX_NAME_BYTES + 1)).unwrap_err();
+        assert!(e.to_string().contains("prefix is 1025 bytes"), "{e}");
+        let e = Key::validate_prefix("a\n").unwrap_err();
+        assert!(e.to_string().contains("prefix contains control character U+000A"), "{e}");
+        assert!(Key::validate_name("").is_err());
+        assert!(Key::validate_name("ok:name").is_ok());
+    }
+
+    #[test]
     fn parse_and_display_round_trip() {
         let k = Key::parse("clicks/ad42:us").unwrap();
         assert_eq!((k.namespace(), k.name()), ("clicks", "ad42:us"));
@@ -198,7 +395,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn valid_keys_round_trip_through_display(ns in "[^/\\p{Cc}]{0,20}", name in "[^\\p{Cc}]{1,40}") {
+        fn every_format_character_is_refused(c in "[\\p{Cf}\\p{Zl}\\p{Zp}]") {
+            let e = Key::named(format!("a{c}")).unwrap_err();
+            prop_assert_eq!(e.kind(), ErrorKind::InvalidKey);
+        }
+
+        #[test]
+        fn valid_keys_round_trip_through_display(ns in "[^/\\p{Cc}\\p{Cf}\\p{Zl}\\p{Zp}]{0,20}", name in "[^\\p{Cc}\\p{Cf}\\p{Zl}\\p{Zp}]{1,40}") {
             let key = Key::new(&ns, &name).unwrap();
             prop_assert_eq!(Key::parse(&key.to_string()).unwrap(), key);
         }
