@@ -16,6 +16,7 @@ use crate::harness::Backends;
 
 pub use crate::convergence::*;
 pub use crate::delivery::*;
+pub use crate::refusals::*;
 
 /// Polls `check` until it holds or `limit` passes.
 pub(crate) async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool

@@ -24,6 +24,7 @@ pub mod harness;
 pub mod model;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod refusals;
 
 pub use harness::{Backends, service_url};
 
@@ -78,6 +79,7 @@ macro_rules! conformance_suite {
             a_second_cache_over_the_store_converges,
             a_reload_that_missed_a_batch_in_flight_converges,
             drift_converges_in_the_background,
+            refused_rollup_leaves_no_trace,
         );
     };
 }

@@ -304,14 +304,22 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         let sliced = options.time_sliced.unwrap_or(family.time_sliced);
         let policy = options.policy.unwrap_or(family.policy);
 
+        let ancestors: Vec<Key> = if rollup { key.ancestors().collect() } else { Vec::new() };
+        let slices = if sliced {
+            let keys: Vec<&Key> = std::iter::once(key).chain(ancestors.iter()).collect();
+            engine.slice_ids(&keys, options.at)
+        } else {
+            Vec::new()
+        };
+        self.check_room(&ancestors, &slices, delta).await?;
+
         let (total, pending) = engine.add_total(key, delta, options.default).await?;
         let dirtied = delta != 0 && pending == i128::from(delta);
         let mut counted: Vec<Key> = Vec::new();
-        let mut slices = Vec::new();
         if rollup || sliced {
             let mut result = Ok(());
             if rollup {
-                for ancestor in key.ancestors() {
+                for ancestor in ancestors {
                     match engine.add_total(&ancestor, delta, None).await {
                         Ok(_) => counted.push(ancestor),
                         Err(e) => {
@@ -322,8 +330,6 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
                 }
             }
             if result.is_ok() && sliced {
-                let keys: Vec<&Key> = std::iter::once(key).chain(counted.iter()).collect();
-                slices = engine.slice_ids(&keys, options.at);
                 result = engine.cache.incr_slices(&slices, delta).await.map_err(|e| e.or_key(key));
             }
             if let Err(e) = result {
@@ -355,6 +361,48 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
             }
         }
         Ok(total)
+    }
+
+    /// Refuses, before anything is counted, a rollup or time-sliced
+    /// increment that would take an ancestor's total or a time slice out of
+    /// the i64 range, so that the refused call creates nothing: not even the
+    /// counter it names, which is checked (and refused unchanged) by the
+    /// increment itself. Reads the cached cells in one call and the store
+    /// only for ancestors not cached. A writer racing between this check
+    /// and the increment can still make a part overflow; the increment is
+    /// then undone by [`compensate`](Self::compensate).
+    async fn check_room(&self, ancestors: &[Key], slices: &[SliceId], delta: i64) -> Result<()> {
+        if delta == 0 || (ancestors.is_empty() && slices.is_empty()) {
+            return Ok(());
+        }
+        let engine = &*self.engine;
+        let overflow = |key: &Key, what: &str| {
+            Error::new(ErrorKind::Overflow, format!("the {what} would leave the signed 64-bit range")).with_key(key)
+        };
+        let cells: Vec<Cell> =
+            ancestors.iter().cloned().map(Cell::Counter).chain(slices.iter().cloned().map(Cell::Slice)).collect();
+        let cached = engine.cache.get_many(&cells).await?;
+        let mut uncached = Vec::new();
+        for (cell, value) in cells.iter().zip(&cached) {
+            match (cell, value) {
+                (Cell::Counter(k), Some(v)) if v.total.checked_add(delta).is_none() => {
+                    return Err(overflow(k, "total of this ancestor"));
+                }
+                (Cell::Slice(s), Some(v)) if v.total.checked_add(delta).is_none() => {
+                    return Err(overflow(&s.key, "time slice"));
+                }
+                (Cell::Counter(k), None) => uncached.push(k.clone()),
+                _ => {}
+            }
+        }
+        if !uncached.is_empty() {
+            for (k, durable) in uncached.iter().zip(engine.resolve(&uncached).await?) {
+                if durable.unwrap_or(0).checked_add(delta).is_none() {
+                    return Err(overflow(k, "total of this ancestor"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Undoes a partly counted increment (the undo flows to the store as a

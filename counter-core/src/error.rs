@@ -8,7 +8,8 @@ use std::sync::Arc;
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
-    /// A key is empty, too long, or contains a control character.
+    /// A key (or a namespace or prefix) is empty, too long, or contains a
+    /// control character or a Unicode format character.
     InvalidKey,
     /// Some other argument is invalid (an unknown precision, a bad range, a malformed URL).
     InvalidInput,
