@@ -48,7 +48,8 @@ pub enum Command {
         /// Also count into time slices, at this event time (epoch seconds; now if absent).
         #[arg(long)]
         sliced: bool,
-        /// Event time for time slices, epoch seconds.
+        /// Event time for time slices, epoch seconds: years 1 to 9999, and
+        /// within the retention of at least one precision (120 days by default).
         #[arg(long, allow_hyphen_values = true, requires = "sliced")]
         at: Option<i64>,
         /// Also count into the key's ancestors (a:b:c into a:b and a).
@@ -90,10 +91,10 @@ pub enum Command {
         /// Only names starting with this.
         #[arg(long, default_value = "")]
         prefix: String,
-        /// The N largest, by value.
-        #[arg(long)]
+        /// The N largest, by value (not with --limit).
+        #[arg(long, conflicts_with = "limit")]
         top: Option<usize>,
-        /// At most this many (by name).
+        /// At most this many, by name (not with --top).
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
@@ -104,10 +105,11 @@ pub enum Command {
         /// Bucket width in seconds (one of the configured precisions).
         #[arg(long)]
         precision: u32,
-        /// Range start, epoch seconds (default: 120 buckets ago).
+        /// Range start, epoch seconds (default: 120 buckets ago). Years 1 to
+        /// 9999; at most 100,000 buckets from --from to --to.
         #[arg(long, allow_hyphen_values = true)]
         from: Option<i64>,
-        /// Range end, epoch seconds (default: now).
+        /// Range end, epoch seconds (default: now). Years 1 to 9999.
         #[arg(long, allow_hyphen_values = true)]
         to: Option<i64>,
     },

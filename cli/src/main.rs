@@ -1,8 +1,11 @@
 //! The `counters` command.
 //!
 //! Exit codes: 0 success (for `serve`: stopped by SIGINT/SIGTERM and
-//! drained); 2 bad input (invalid key, value, range or URL; overflow; for
-//! `serve`, bad settings or an address it cannot listen on); 3 a backend is
+//! drained); 2 bad input (invalid key, namespace or prefix; a value or time
+//! out of range; a series over `counters::MAX_SERIES_BUCKETS` buckets; an
+//! event older than every retention; a malformed URL; overflow; arguments
+//! clap refuses; for `serve`, bad settings or an address it cannot listen
+//! on); 3 a backend is
 //! unavailable (retrying may help); 4 a backend failed for good; 5 the
 //! command's work was done (an increment counted, a value set) but not all
 //! of it reached the store: it is held in the spill journal or the shared

@@ -1,9 +1,9 @@
 //! Carries out one command: every argument is checked before any backend is
 //! opened, so bad input creates nothing.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use counters::{Counters, Error, ErrorKind, FlushOptions, IncrOptions, Key, ListQuery, Result};
+use counters::{Counters, Error, ErrorKind, FlushOptions, IncrOptions, Key, ListQuery, Result, TimeSlices};
 use serde_json::json;
 
 use crate::args::{Args, Command, ServeArgs};
@@ -19,29 +19,39 @@ enum Job {
     Put { key: Key, value: i64 },
     Delete { key: Key },
     List { query: ListQuery },
-    Series { key: Key, precision: u32, from: Option<i64>, to: Option<i64> },
+    Series { key: Key, precision: u32, from: SystemTime, to: SystemTime },
     Flush { recover: bool },
 }
 
-fn epoch(secs: i64) -> SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    }
+/// The time given to `flag`, in years 1 to 9999 like the HTTP API's
+/// (the library's [`counters::epoch_time`]), else bad input naming the flag.
+fn epoch(flag: &str, secs: i64) -> Result<SystemTime> {
+    counters::epoch_time(secs).map_err(|e| Error::new(e.kind(), format!("{flag}: {}", e.message())))
+}
+
+/// The time slices a command's handle counts with: the library's defaults.
+fn time_slices() -> TimeSlices {
+    TimeSlices::default()
 }
 
 fn check(command: Command) -> Result<Job> {
     Ok(match command {
         Command::Incr { key, delta, default, sliced, at, rollup } => {
+            let key = Key::parse(&key)?;
             let mut options = IncrOptions::new().rollup(rollup);
             if let Some(d) = default {
                 options = options.default_value(d);
             }
             if sliced {
-                options = options.time_sliced(at.map(epoch));
+                let at = at.map(|secs| epoch("--at", secs)).transpose()?;
+                if let Some(at) = at {
+                    // The library checks it too; here it is refused before
+                    // any backend is opened.
+                    time_slices().check_event_time(at, SystemTime::now()).map_err(|e| e.with_key(&key))?;
+                }
+                options = options.time_sliced(at);
             }
-            Job::Incr { key: Key::parse(&key)?, delta, options }
+            Job::Incr { key, delta, options }
         }
         Command::Decr { key, delta } => {
             let delta = delta
@@ -53,6 +63,8 @@ fn check(command: Command) -> Result<Job> {
         Command::Put { key, value } => Job::Put { key: Key::parse(&key)?, value },
         Command::Delete { key } => Job::Delete { key: Key::parse(&key)? },
         Command::List { namespace, prefix, top, limit } => {
+            Key::validate_namespace(&namespace)?;
+            Key::validate_prefix(&prefix)?;
             let query = ListQuery::new(namespace, prefix);
             Job::List {
                 query: match top {
@@ -62,12 +74,24 @@ fn check(command: Command) -> Result<Job> {
             }
         }
         Command::Series { key, precision, from, to } => {
+            let key = Key::parse(&key)?;
             if let (Some(f), Some(t)) = (from, to) {
                 if f > t {
                     return Err(Error::new(ErrorKind::InvalidInput, "--from is after --to").with_key(&key));
                 }
             }
-            Job::Series { key: Key::parse(&key)?, precision, from, to }
+            let to_time = to.map(|secs| epoch("--to", secs)).transpose()?.unwrap_or_else(SystemTime::now);
+            let from_time = match from {
+                Some(secs) => epoch("--from", secs)?,
+                // 120 buckets before --to, or year 1 if that is earlier.
+                None => {
+                    let back = 120 * i64::from(precision);
+                    let secs = counters::epoch_secs(to_time).saturating_sub(back).max(counters::MIN_EPOCH_SECS);
+                    epoch("--from", secs)?
+                }
+            };
+            time_slices().series_range(precision, from_time, to_time).map_err(|e| e.with_key(&key))?;
+            Job::Series { key, precision, from: from_time, to: to_time }
         }
         Command::Flush { recover } => Job::Flush { recover },
         Command::Serve(_) => unreachable!("`serve` is run by `serve`"),
@@ -144,9 +168,6 @@ async fn execute(counters: &Counters, job: Job, json: bool) -> Result<()> {
             print(json, json!(rows), text);
         }
         Job::Series { key, precision, from, to } => {
-            let now = SystemTime::now();
-            let to = to.map(epoch).unwrap_or(now);
-            let from = from.map(epoch).unwrap_or(to - Duration::from_secs(120 * u64::from(precision)));
             let points = counters.series(&key, precision, from, to).await?;
             let text = points.iter().map(|(s, c)| format!("{s}\t{c}")).collect::<Vec<_>>().join("\n");
             let rows: Vec<_> = points.iter().map(|(s, c)| json!({ "start": s, "count": c })).collect();

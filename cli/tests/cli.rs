@@ -130,14 +130,18 @@ fn put_delete_list_series_and_flush() {
     assert_eq!(ok(&["list", "--namespace", "ads", "--top", "2"]), "ads/b\t30\nads/c\t20");
     assert_eq!(ok(&["delete", "ads/a"]), "deleted ads/a");
     assert_eq!(ok(&["get", "ads/a"]), "0");
-    ok(&["incr", "hits", "3", "--sliced", "--at", "1700000000"]);
-    ok(&["incr", "hits", "4", "--sliced", "--at", "1700000030"]);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    // Two days ago: within the daily buckets' retention (120 days) only.
+    let day = (now - 2 * 86_400).div_euclid(86_400) * 86_400;
+    ok(&["incr", "hits", "3", "--sliced", "--at", &day.to_string()]);
+    ok(&["incr", "hits", "4", "--sliced", "--at", &(day + 30).to_string()]);
     let minute = now - now % 60;
     ok(&["incr", "hits", "2", "--sliced"]);
     let series = ok(&["series", "hits", "--precision", "60", "--from", &(minute - 60).to_string()]);
     let last = series.lines().last().unwrap_or_default().to_string();
     assert!(last == format!("{minute}\t2") || last == format!("{}\t2", minute + 60), "{series}");
+    let daily = ok(&["series", "hits", "--precision", "86400", "--from", &day.to_string(), "--to", &day.to_string()]);
+    assert_eq!(daily, format!("{day}\t7"));
     let o = counters(dir.path(), &["series", "hits", "--precision", "7"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("unknown precision 7s"), "{}", stderr(&o));

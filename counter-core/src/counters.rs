@@ -303,6 +303,11 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         let rollup = options.rollup.unwrap_or(family.rollup);
         let sliced = options.time_sliced.unwrap_or(family.time_sliced);
         let policy = options.policy.unwrap_or(family.policy);
+        if let (true, Some(at)) = (sliced, options.at) {
+            // Out of years 1-9999, or older than every retention: refused
+            // before anything is counted.
+            engine.config.time_slices.check_event_time(at, SystemTime::now()).map_err(|e| e.with_key(key))?;
+        }
 
         let ancestors: Vec<Key> = if rollup { key.ancestors().collect() } else { Vec::new() };
         let slices = if sliced {
@@ -560,8 +565,12 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     }
 
     /// Counters of a namespace by name prefix, by name or top-N by value,
-    /// including counters not flushed yet.
+    /// including counters not flushed yet. A namespace or prefix that breaks
+    /// the key rules ([`Key::validate_namespace`], [`Key::validate_prefix`])
+    /// is an [`InvalidKey`](ErrorKind::InvalidKey) error, not an empty list.
     pub async fn list(&self, query: &ListQuery) -> Result<Vec<(Key, i64)>> {
+        Key::validate_namespace(&query.namespace)?;
+        Key::validate_prefix(&query.prefix)?;
         let engine = &*self.engine;
         let _call = engine.gate.enter()?;
         let mut values: BTreeMap<Key, i64> =
@@ -588,8 +597,11 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
 
     /// `(bucket start, count)` pairs of a time-sliced counter at a
     /// configured precision (seconds), for buckets starting in `from..=to`,
-    /// pending deltas included. An unknown precision is an
-    /// [`InvalidInput`](ErrorKind::InvalidInput) error.
+    /// pending deltas included. An unknown precision, a bound outside years
+    /// 1 to 9999, `from > to`, or a range of more than
+    /// [`MAX_SERIES_BUCKETS`](crate::MAX_SERIES_BUCKETS) buckets is an
+    /// [`InvalidInput`](ErrorKind::InvalidInput) error
+    /// ([`TimeSlices::series_range`]).
     pub async fn series(
         &self,
         key: &Key,
@@ -599,11 +611,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     ) -> Result<Vec<(i64, i64)>> {
         let engine = &*self.engine;
         let _call = engine.gate.enter()?;
-        let precision = engine.config.time_slices.precision(precision_secs)?;
-        let (from, to) = (epoch_secs(from), epoch_secs(to));
-        if from > to {
-            return Err(Error::new(ErrorKind::InvalidInput, "the range starts after it ends").with_key(key));
-        }
+        let (precision, from, to) =
+            engine.config.time_slices.series_range(precision_secs, from, to).map_err(|e| e.with_key(key))?;
         let mut buckets: BTreeMap<i64, i64> =
             engine.store_call("a series", engine.store.series(key, precision, from, to)).await?.into_iter().collect();
         // Pending deltas can only sit in buckets within retention.
@@ -615,7 +624,10 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
             if start >= from {
                 cells.push(Cell::Slice(SliceId { key: key.clone(), precision, start }));
             }
-            start += step;
+            match start.checked_add(step) {
+                Some(next) => start = next,
+                None => break,
+            }
         }
         for (cell, cached) in cells.iter().zip(engine.cache.get_many(&cells).await?) {
             if let (Cell::Slice(s), Some(c)) = (cell, cached) {

@@ -31,6 +31,7 @@ mod landing;
 pub mod memory;
 mod metrics;
 mod policy;
+mod redact;
 mod report;
 mod shutdown;
 mod spill;
@@ -50,6 +51,10 @@ pub use key::{Key, MAX_NAME_BYTES, MAX_NAMESPACE_BYTES};
 pub use memory::{MemoryCache, MemoryStore};
 pub use metrics::MetricsSnapshot;
 pub use policy::{DEFAULT_INTERVAL, Families, Family, Policy};
+pub use redact::{redact_url, redact_urls_in};
 pub use report::{FlushReport, HeldCell};
 pub use store::{CleanReport, DurableStore, ListOrder, ListQuery, StoreCapabilities};
-pub use timeslice::{DEFAULT_PRECISIONS, DEFAULT_SAMPLES, TimeSlices, epoch_secs};
+pub use timeslice::{
+    DEFAULT_PRECISIONS, DEFAULT_SAMPLES, MAX_EPOCH_SECS, MAX_SERIES_BUCKETS, MIN_EPOCH_SECS, TimeSlices, bucket_count,
+    checked_epoch_secs, epoch_secs, epoch_time,
+};
