@@ -259,8 +259,10 @@ async fn series(
     if from > to {
         return Err(ApiError::bad_field("from", "the range starts after it ends (from > to)"));
     }
+    // The precision, the order and the years are checked above: what the
+    // library refuses here is a range of too many buckets, a fault of `from`.
     let points =
-        state.counters.series(&key, precision, from, to).await.map_err(|e| ApiError::from_counters(&e, "precision"))?;
+        state.counters.series(&key, precision, from, to).await.map_err(|e| ApiError::from_counters(&e, "from"))?;
     let points: Vec<Value> = points.iter().map(|(s, c)| json!({ "start": s, "count": c })).collect();
     Ok(Json(json!({
         "key": key.to_string(),

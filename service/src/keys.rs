@@ -1,6 +1,6 @@
 //! Counter keys in paths, and epoch seconds in requests.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
@@ -26,26 +26,19 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
     }
 }
 
-/// Earliest epoch second accepted: 0001-01-01T00:00:00Z.
-pub const MIN_EPOCH_SECS: i64 = -62_135_596_800;
-/// Latest epoch second accepted: 9999-12-31T23:59:59Z.
-pub const MAX_EPOCH_SECS: i64 = 253_402_300_799;
-
 /// A time `secs` seconds from the epoch (negative: before it), or a 400
-/// naming `field` outside years 1 to 9999.
+/// naming `field` outside years 1 to 9999: the library's
+/// [`counters::epoch_time`], so that the CLI and the library refuse the
+/// same times.
 pub fn epoch(secs: i64, field: &str) -> Result<SystemTime, ApiError> {
-    let time = if !(MIN_EPOCH_SECS..=MAX_EPOCH_SECS).contains(&secs) {
-        None
-    } else if secs >= 0 {
-        UNIX_EPOCH.checked_add(Duration::from_secs(secs.unsigned_abs()))
-    } else {
-        UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
-    };
-    time.ok_or_else(|| ApiError::bad_field(field, format!("{field}={secs} is out of range (years 1 to 9999)")))
+    counters::epoch_time(secs)
+        .map_err(|_| ApiError::bad_field(field, format!("{field}={secs} is out of range (years 1 to 9999)")))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
 
     #[test]
