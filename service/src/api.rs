@@ -1,11 +1,10 @@
 //! The JSON API under `/v1`: increment, read, put, delete, list, series,
 //! flush and status.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
@@ -16,7 +15,7 @@ use serde_json::{Value, json};
 use crate::auth::{CanRead, CanWrite};
 use crate::config::{MAX_KEYS_PER_REQUEST, MAX_LIST_LIMIT};
 use crate::errors::ApiError;
-use crate::json::{JsonBody, Params};
+use crate::json::{JsonBody, Params, present};
 use crate::keys::{KeyPath, epoch};
 use crate::state::AppState;
 
@@ -36,26 +35,33 @@ pub(crate) fn routes() -> Router<AppState> {
 type ApiResult = Result<Json<Value>, ApiError>;
 
 /// A route that names no key: the key is empty.
-async fn empty_key() -> ApiError {
+pub(crate) async fn empty_key() -> ApiError {
     ApiError::from_counters(&Key::named("").expect_err("an empty name is invalid"), "key")
 }
 
-/// Body of `POST /v1/counters/{key}`. Every field is optional; `{}` (or an
-/// empty body) adds 1.
+/// Body of `POST /v1/counters/{key}`. Every field is optional (absent, not
+/// `null`: `null` is refused naming the field); `{}` (or an empty body)
+/// adds 1.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IncrBody {
     /// How much to add; negative subtracts. Default 1.
+    #[serde(default, deserialize_with = "present")]
     delta: Option<i64>,
     /// Start a missing counter at this value.
+    #[serde(default, deserialize_with = "present")]
     default: Option<i64>,
     /// Write-behind policy for this call.
+    #[serde(default, deserialize_with = "present")]
     policy: Option<PolicyBody>,
     /// Count into time slices (default: the service's setting; `at` implies it).
+    #[serde(default, deserialize_with = "present")]
     sliced: Option<bool>,
     /// Event time for time slices, epoch seconds (default now).
+    #[serde(default, deserialize_with = "present")]
     at: Option<i64>,
     /// Count into the key's ancestors too.
+    #[serde(default, deserialize_with = "present")]
     rollup: Option<bool>,
 }
 
@@ -64,8 +70,11 @@ struct IncrBody {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyBody {
+    #[serde(default, deserialize_with = "present")]
     immediate: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
     interval_ms: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
     threshold: Option<u64>,
 }
 
@@ -124,8 +133,12 @@ async fn incr(
     _: CanWrite,
     State(state): State<AppState>,
     KeyPath(key): KeyPath,
+    uri: Uri,
     JsonBody(body): JsonBody<IncrBody>,
 ) -> Response {
+    if let Err(e) = Params::new(uri.query(), &[]) {
+        return e.into_response();
+    }
     let options = match body.options(state.info.time_sliced) {
         Ok(options) => options,
         Err(e) => return e.into_response(),
@@ -137,7 +150,8 @@ async fn incr(
 }
 
 /// `GET /v1/counters/{key}`: the total (durable plus pending; 0 if absent).
-async fn get_one(_: CanRead, State(state): State<AppState>, KeyPath(key): KeyPath) -> ApiResult {
+async fn get_one(_: CanRead, State(state): State<AppState>, KeyPath(key): KeyPath, uri: Uri) -> ApiResult {
+    Params::new(uri.query(), &[])?;
     let value = state.counters.get(&key).await.map_err(|e| ApiError::from_counters(&e, "key"))?;
     Ok(Json(json!({ "key": key.to_string(), "value": value })))
 }
@@ -146,6 +160,7 @@ async fn get_one(_: CanRead, State(state): State<AppState>, KeyPath(key): KeyPat
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PutBody {
+    #[serde(default, deserialize_with = "present")]
     value: Option<i64>,
 }
 
@@ -154,8 +169,12 @@ async fn put(
     _: CanWrite,
     State(state): State<AppState>,
     KeyPath(key): KeyPath,
+    uri: Uri,
     JsonBody(body): JsonBody<PutBody>,
 ) -> Response {
+    if let Err(e) = Params::new(uri.query(), &[]) {
+        return e.into_response();
+    }
     let value = match body.value {
         Some(value) => value,
         None => return ApiError::bad_field("value", "the body needs {\"value\": N}").into_response(),
@@ -167,7 +186,8 @@ async fn put(
 }
 
 /// `DELETE /v1/counters/{key}`: deletes a counter and its series.
-async fn delete(_: CanWrite, State(state): State<AppState>, KeyPath(key): KeyPath) -> ApiResult {
+async fn delete(_: CanWrite, State(state): State<AppState>, KeyPath(key): KeyPath, uri: Uri) -> ApiResult {
+    Params::new(uri.query(), &[])?;
     let deleted = state.counters.delete(&key).await.map_err(|e| ApiError::from_counters(&e, "key"))?;
     Ok(Json(json!({ "key": key.to_string(), "deleted": deleted })))
 }
@@ -199,17 +219,19 @@ async fn get_many(_: CanRead, State(state): State<AppState>, JsonBody(body): Jso
     Ok(Json(json!({ "counters": rows })))
 }
 
-/// Validates a namespace by making a key in it.
-pub(crate) fn check_namespace(namespace: &str) -> Result<(), ApiError> {
-    Key::new(namespace, "x").map(|_| ()).map_err(|e| ApiError::from_counters(&e, "namespace").with_field("namespace"))
+/// Validates a listing's namespace and name prefix by the key rules
+/// (400 `invalid_key` with field `namespace` or `prefix`).
+pub(crate) fn check_listing(namespace: &str, prefix: &str) -> Result<(), ApiError> {
+    Key::validate_namespace(namespace).map_err(|e| ApiError::from_counters(&e, "namespace").with_field("namespace"))?;
+    Key::validate_prefix(prefix).map_err(|e| ApiError::from_counters(&e, "prefix").with_field("prefix"))
 }
 
 /// `GET /v1/counters?namespace=NS&prefix=P&top=N` (largest first) or
 /// `&limit=N` (by name, default 1000).
-async fn list(_: CanRead, State(state): State<AppState>, Query(raw): Query<HashMap<String, String>>) -> ApiResult {
-    let params = Params::new(raw, &["namespace", "prefix", "top", "limit"])?;
+async fn list(_: CanRead, State(state): State<AppState>, uri: Uri) -> ApiResult {
+    let params = Params::new(uri.query(), &["namespace", "prefix", "top", "limit"])?;
     let (namespace, prefix) = (params.text("namespace"), params.text("prefix"));
-    check_namespace(namespace)?;
+    check_listing(namespace, prefix)?;
     let top: Option<usize> = params.parsed("top")?;
     let limit: Option<usize> = params.parsed("limit")?;
     let query = ListQuery::new(namespace, prefix);
@@ -232,13 +254,8 @@ async fn list(_: CanRead, State(state): State<AppState>, Query(raw): Query<HashM
 /// `GET /v1/series/{key}?precision=S&from=EPOCH&to=EPOCH`: `(start, count)`
 /// points of a time-sliced counter. Defaults: the finest precision, the
 /// retained samples up to now. Empty buckets are left out.
-async fn series(
-    _: CanRead,
-    State(state): State<AppState>,
-    KeyPath(key): KeyPath,
-    Query(raw): Query<HashMap<String, String>>,
-) -> ApiResult {
-    let params = Params::new(raw, &["precision", "from", "to"])?;
+async fn series(_: CanRead, State(state): State<AppState>, KeyPath(key): KeyPath, uri: Uri) -> ApiResult {
+    let params = Params::new(uri.query(), &["precision", "from", "to"])?;
     let info = &state.info;
     let precision = params.parsed::<u32>("precision")?.unwrap_or(info.precisions[0]);
     if !info.precisions.contains(&precision) {
@@ -277,8 +294,8 @@ async fn series(
 /// now, and reports the claims other processes hold. A cell the store
 /// refuses for good is 502 `store_refused` (the other cells landed; the
 /// refused ones are held, see `/v1/status` and `/v1/inspect`).
-async fn flush(_: CanWrite, State(state): State<AppState>, Query(raw): Query<HashMap<String, String>>) -> ApiResult {
-    let params = Params::new(raw, &["recover"])?;
+async fn flush(_: CanWrite, State(state): State<AppState>, uri: Uri) -> ApiResult {
+    let params = Params::new(uri.query(), &["recover"])?;
     let options = FlushOptions::new().recover_claims(params.parsed::<bool>("recover")?.unwrap_or(false));
     let report = state.counters.flush_with(&options).await.map_err(|e| match e.kind() {
         ErrorKind::Overflow | ErrorKind::InvalidInput | ErrorKind::InvalidKey => {

@@ -14,6 +14,13 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 pub const MAX_KEYS_PER_REQUEST: usize = 1_000;
 /// Most counters one listing may return.
 pub const MAX_LIST_LIMIT: usize = 10_000;
+/// The default bound on receiving a request's head (and on an idle
+/// kept-alive connection's wait for the next one).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default bound on receiving a request's body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default bound on open connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Settings of a service.
 #[derive(Debug, Clone)]
@@ -30,8 +37,22 @@ pub struct ServiceConfig {
     /// Leave reads open without a token even on a non-loopback address
     /// (without a read token, reads there need the write token otherwise).
     pub public_reads: bool,
+    /// Host names (`name` or `name:port`) the service answers to besides its
+    /// listen address (and `localhost` on loopback): a request whose `Host`
+    /// is none of them is 421, and a write whose `Origin` is none of them is
+    /// 403. Add the names clients and proxies use to reach it.
+    pub allowed_hosts: Vec<String>,
     /// Most bytes of a request body.
     pub body_limit: usize,
+    /// How long a client may take to send a request's head (and an idle
+    /// kept-alive connection may wait before its next request); the
+    /// connection is closed beyond it.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body (408 beyond it).
+    pub body_timeout: Duration,
+    /// Most connections served at once; more wait in the listen backlog
+    /// until one closes.
+    pub max_connections: usize,
     /// How long `/readyz` waits for the store.
     pub ready_timeout: Duration,
     /// How long shutdown waits for requests in flight before draining anyway.
@@ -56,7 +77,11 @@ impl Default for ServiceConfig {
             token: None,
             read_token: None,
             public_reads: false,
+            allowed_hosts: Vec::new(),
             body_limit: DEFAULT_BODY_LIMIT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             ready_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
             flush_interval: DEFAULT_INTERVAL,
@@ -69,18 +94,39 @@ impl Default for ServiceConfig {
 }
 
 impl ServiceConfig {
-    /// Checks the settings: tokens are visible ASCII without spaces, a
-    /// non-loopback address has a write token, limits are above zero.
+    /// Checks the settings: tokens are non-empty visible ASCII without
+    /// spaces, a read token comes with a write token, a non-loopback address
+    /// has a write token, the allowed hosts are host names (or `name:port`),
+    /// limits and timeouts are above zero.
     pub fn validate(&self) -> Result<()> {
-        for (name, token) in [("--token", &self.token), ("--read-token", &self.read_token)] {
-            if let Some(t) = token {
-                if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+        for (name, env, token) in
+            [("--token", "COUNTERS_TOKEN", &self.token), ("--read-token", "COUNTERS_READ_TOKEN", &self.read_token)]
+        {
+            match token {
+                Some(t) if t.is_empty() => {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!(
+                            "{name} (or {env}) is empty: an empty token would leave the service without one; \
+                             give a token, or unset {env} and leave out {name}"
+                        ),
+                    ));
+                }
+                Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
                     return Err(Error::new(
                         ErrorKind::Config,
                         format!("{name} must be non-empty visible ASCII without spaces"),
                     ));
                 }
+                _ => {}
             }
+        }
+        if self.read_token.is_some() && self.token.is_none() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "--read-token without --token would leave writes open to anyone who can connect while reads \
+                 need a token (a write answers the new value, so it reads too); set --token (COUNTERS_TOKEN) as well",
+            ));
         }
         if let (Some(w), Some(r)) = (&self.token, &self.read_token) {
             if w == r {
@@ -96,6 +142,15 @@ impl ServiceConfig {
                     self.listen
                 ),
             ));
+        }
+        for host in &self.allowed_hosts {
+            crate::guard::AllowedHost::parse(host)?;
+        }
+        if self.header_timeout.is_zero() || self.body_timeout.is_zero() {
+            return Err(Error::new(ErrorKind::Config, "the header and body timeouts must be above zero"));
+        }
+        if self.max_connections == 0 {
+            return Err(Error::new(ErrorKind::Config, "the connection limit must be at least 1"));
         }
         if self.body_limit == 0 {
             return Err(Error::new(ErrorKind::Config, "the body limit must be at least 1 byte"));
@@ -149,6 +204,17 @@ mod tests {
         c.token = Some("same".into());
         c.read_token = Some("same".into());
         assert!(c.validate().is_err());
+        c.token = None;
+        c.read_token = Some("reader".into());
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("--read-token without --token would leave writes open"), "{e}");
+        c.read_token = Some(String::new());
+        assert!(c.validate().unwrap_err().to_string().contains("COUNTERS_READ_TOKEN) is empty"));
+        c.read_token = None;
+        c.allowed_hosts = vec!["http://x".into()];
+        assert_eq!(c.validate().unwrap_err().kind(), ErrorKind::Config);
+        c.allowed_hosts = vec!["counters.test:8080".into()];
+        c.validate().unwrap();
         let v6 = ServiceConfig { listen: "[::1]:0".parse().unwrap(), ..ServiceConfig::default() };
         v6.validate().unwrap();
     }

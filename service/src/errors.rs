@@ -101,6 +101,64 @@ impl ApiError {
         .with_field("body")
     }
 
+    /// 403: a write from a web page of another origin (or `Origin: null`).
+    pub fn cross_origin(origin: &str) -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            format!(
+                "writes from another origin ({origin}) are refused: only the service's own pages may write \
+                 (add the name it is reached by with --allowed-host)"
+            ),
+        )
+        .with_field("origin")
+    }
+
+    /// 421: the request names a host the service does not answer to
+    /// (DNS rebinding, or a name missing from `--allowed-host`).
+    pub fn unknown_host(host: &str) -> Self {
+        ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "unknown_host",
+            format!("this service does not answer to host {host} (add it with --allowed-host)"),
+        )
+        .with_field("host")
+    }
+
+    /// 415: a body that is not declared `application/json`.
+    pub fn unsupported_media_type(given: &str) -> Self {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("request bodies must be sent as Content-Type: application/json (got {given})"),
+        )
+        .with_field("content-type")
+    }
+
+    /// 408: the body did not arrive within the body timeout.
+    pub fn body_timeout(timeout: Duration) -> Self {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request body did not arrive within {} ms", timeout.as_millis()),
+        )
+        .with_field("body")
+    }
+
+    /// The JSON body of this error, as sent.
+    pub fn body_json(&self) -> String {
+        let body = ErrorBody {
+            error: ErrorFields {
+                status: self.status.as_u16(),
+                kind: self.kind,
+                message: &self.message,
+                field: self.field.as_deref(),
+                key: self.key.as_deref(),
+            },
+        };
+        serde_json::to_string(&body).expect("an error body serializes")
+    }
+
     /// 503 while the service drains on shutdown.
     pub fn shutting_down() -> Self {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shut_down", "the service is shutting down")
@@ -185,22 +243,18 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = self.status.as_u16(), kind = self.kind, "{}", self.message);
         }
-        let body = ErrorBody {
-            error: ErrorFields {
-                status: self.status.as_u16(),
-                kind: self.kind,
-                message: &self.message,
-                field: self.field.as_deref(),
-                key: self.key.as_deref(),
-            },
-        };
-        let mut response = (self.status, Json(body)).into_response();
+        let body = self.body_json();
+        let mut response = (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         let headers = response.headers_mut();
         if let Some(after) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
         }
         if let Some(challenge) = self.authenticate {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still arrive: do not read it as a request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -4,14 +4,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+use axum::http::Uri;
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use counters::{Cell, Key, ListQuery, now_ms};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::api::check_namespace;
+use crate::api::{check_listing, empty_key};
 use crate::auth::CanRead;
 use crate::config::MAX_LIST_LIMIT;
 use crate::errors::ApiError;
@@ -28,7 +29,7 @@ const DIRTY_SCAN: usize = 100_000;
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/inspect", get(inspect_many))
-        .route("/v1/inspect/", any(|| async { ApiError::bad_field("key", "invalid key \"\": name is empty") }))
+        .route("/v1/inspect/", any(empty_key))
         .route("/v1/inspect/{*key}", get(inspect_one))
 }
 
@@ -139,14 +140,10 @@ async fn details(state: &AppState, keys: Vec<Key>, totals: Vec<i64>) -> Result<V
 /// `GET /v1/inspect?namespace=NS&prefix=P&search=TEXT&limit=N`: counters of
 /// a namespace by name prefix whose names contain `search`
 /// (case-insensitive), largest first, at most `limit` (default 100).
-async fn inspect_many(
-    _: CanRead,
-    State(state): State<AppState>,
-    Query(raw): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    let params = Params::new(raw, &["namespace", "prefix", "search", "limit"])?;
+async fn inspect_many(_: CanRead, State(state): State<AppState>, uri: Uri) -> Result<Json<Value>, ApiError> {
+    let params = Params::new(uri.query(), &["namespace", "prefix", "search", "limit"])?;
     let (namespace, prefix) = (params.text("namespace"), params.text("prefix"));
-    check_namespace(namespace)?;
+    check_listing(namespace, prefix)?;
     let search = params.text("search").to_lowercase();
     let limit = params.parsed::<usize>("limit")?.unwrap_or(100);
     if limit > MAX_LIST_LIMIT {

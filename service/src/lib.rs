@@ -31,6 +31,8 @@ pub mod api;
 pub mod auth;
 mod config;
 pub mod errors;
+mod guard;
+mod head_errors;
 pub mod health;
 pub mod inspect;
 mod json;
@@ -42,15 +44,20 @@ mod timed_store;
 
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::middleware;
 use counters::{CacheLayer, Counters, DurableStore, Family, Policy, Result};
 
-pub use config::{DEFAULT_BODY_LIMIT, DEFAULT_LISTEN, MAX_KEYS_PER_REQUEST, MAX_LIST_LIMIT, ServiceConfig};
+pub use config::{
+    DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
+    MAX_KEYS_PER_REQUEST, MAX_LIST_LIMIT, ServiceConfig,
+};
 pub use errors::ApiError;
-pub use server::shutdown_signal;
+pub use server::{listen, shutdown_signal};
 pub use state::{AppState, ServiceInfo};
 pub use timed_store::TimedStore;
 
@@ -79,6 +86,7 @@ impl Service {
             precisions: config.time_slices.precisions().iter().map(|p| p.secs()).collect(),
             samples: config.time_slices.samples(),
             body_limit: config.body_limit,
+            body_timeout: config.body_timeout,
             ready_timeout: config.ready_timeout,
             time_sliced: config.time_sliced,
             flush_interval: config.flush_interval,
@@ -108,9 +116,18 @@ impl Service {
         &self.config
     }
 
-    /// Every route, with the body limit, request metrics and JSON 404/405.
+    /// Every route, with the body limit, request metrics, JSON 404/405, the
+    /// `Host` and `Origin` checks (for a service reached at the configured
+    /// listen address and allowed hosts) and `nosniff`/`no-store` headers.
     pub fn router(&self) -> Router {
-        Router::new()
+        self.router_on(self.config.listen).expect("the allowed hosts were checked by ServiceConfig::validate")
+    }
+
+    /// [`router`](Self::router) for a service listening on `local`.
+    fn router_on(&self, local: SocketAddr) -> Result<Router> {
+        let names = self.config.allowed_hosts.iter().map(|h| guard::AllowedHost::parse(h)).collect::<Result<_>>()?;
+        let guard = Arc::new(guard::Guard::new(local, names));
+        Ok(Router::new()
             .merge(api::routes())
             .merge(inspect::routes())
             .merge(health::routes())
@@ -119,7 +136,9 @@ impl Service {
             .fallback(|uri: Uri| async move { ApiError::not_found(uri.path()) })
             .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
             .layer(DefaultBodyLimit::max(self.config.body_limit))
+            .layer(middleware::from_fn_with_state(guard, guard::check))
+            .layer(middleware::from_fn(guard::harden))
             .layer(middleware::from_fn_with_state(self.state.clone(), metrics::track_requests))
-            .with_state(self.state.clone())
+            .with_state(self.state.clone()))
     }
 }

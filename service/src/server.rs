@@ -1,23 +1,46 @@
 //! Listening, and stopping gracefully: stop accepting, let requests in
 //! flight finish (up to the drain timeout), then drain the write-behind
 //! engine with [`Counters::shutdown`](counters::Counters::shutdown).
+//!
+//! Connections are served by hyper's HTTP/1.1 server with the service's
+//! limits: a request head (and an idle kept-alive connection's wait for the
+//! next) gets [`header_timeout`](crate::ServiceConfig::header_timeout), then
+//! the connection is closed; at most
+//! [`max_connections`](crate::ServiceConfig::max_connections) are served at
+//! once, and further ones wait in the listen backlog (not accepted) until
+//! one closes.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Router;
 use counters::{Error, ErrorKind, FlushReport, Result};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
-use tracing::{info, warn};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
 
 use crate::Service;
+use crate::head_errors::HeadErrors;
+
+/// Binds `addr`: a failure (in use, not permitted) is a `Config` error naming
+/// it. Bind before opening any backend, so a service that cannot listen
+/// creates nothing.
+pub async fn listen(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Config, format!("cannot listen on {addr}")).with_source(e))
+}
 
 impl Service {
-    /// Binds the configured listen address.
+    /// Binds the configured listen address (see [`listen`]).
     pub async fn bind(&self) -> Result<TcpListener> {
-        let addr = self.config.listen;
-        TcpListener::bind(addr)
-            .await
-            .map_err(|e| Error::new(ErrorKind::Config, format!("cannot listen on {addr}")).with_source(e))
+        listen(self.config.listen).await
     }
 
     /// Binds the configured address and serves until `shutdown` completes,
@@ -44,7 +67,8 @@ impl Service {
     /// store and reports what it flushed.
     ///
     /// A non-loopback listener needs a write token, whatever address the
-    /// configuration named.
+    /// configuration named. The `Host` and `Origin` checks use the
+    /// listener's actual address (its port, when the configuration said 0).
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -64,32 +88,22 @@ impl Service {
             );
             return Err(self.abandon(error).await);
         }
-        let router = self.router();
+        let router = match self.router_on(addr) {
+            Ok(router) => router,
+            Err(e) => return Err(self.abandon(e).await),
+        };
         let state = self.state.clone();
-        let signalled = std::sync::Arc::new(Notify::new());
-        let notify = signalled.clone();
-        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        info!("listening on http://{addr} (admin page: http://{addr}/admin)");
+        let limits =
+            Limits { header_timeout: self.config.header_timeout, max_connections: self.config.max_connections };
+        let connections = accept(listener, router, limits, async move {
             shutdown.await;
             state.start_draining();
-            notify.notify_one();
-        });
-        info!("listening on http://{addr} (admin page: http://{addr}/admin)");
-        let mut server = std::pin::pin!(server.into_future());
-        let served = tokio::select! {
-            served = &mut server => served,
-            () = signalled.notified() => {
-                info!("shutting down: no new connections; waiting for requests in flight");
-                match tokio::time::timeout(self.config.drain_timeout, &mut server).await {
-                    Ok(served) => served,
-                    Err(_) => {
-                        warn!(timeout = ?self.config.drain_timeout, "requests still in flight after the drain timeout; draining anyway");
-                        Ok(())
-                    }
-                }
-            }
-        };
-        if let Err(e) = served {
-            warn!(error = %e, "the server stopped with an error; draining");
+        })
+        .await;
+        info!("shutting down: no new connections; waiting for requests in flight");
+        if tokio::time::timeout(self.config.drain_timeout, connections.shutdown()).await.is_err() {
+            warn!(timeout = ?self.config.drain_timeout, "requests still in flight after the drain timeout; draining anyway");
         }
         let report = self.state.counters.shutdown().await?;
         info!(
@@ -98,6 +112,59 @@ impl Service {
         );
         Ok(report)
     }
+}
+
+/// The connection limits.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_timeout: Duration,
+    max_connections: usize,
+}
+
+/// Accepts and serves connections until `shutdown` completes; then closes
+/// the listener, asks every connection to finish its request in flight and
+/// close, and returns them to be waited for.
+async fn accept(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> GracefulShutdown {
+    let connections = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // A free slot first: beyond the limit, connections wait unaccepted.
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment.
+                    warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(HeadErrors::new(stream));
+        let connection = connections.watch(http.serve_connection(io, TowerToHyperService::new(router.clone())));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(%peer, error = %e, "connection closed with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    connections
 }
 
 /// A future that completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.

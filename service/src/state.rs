@@ -23,6 +23,8 @@ pub struct ServiceInfo {
     pub samples: u32,
     /// Most bytes of a request body.
     pub body_limit: usize,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
     /// How long `/readyz` waits for the store.
     pub ready_timeout: Duration,
     /// Whether increments count into time slices unless they say otherwise.

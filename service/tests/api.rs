@@ -127,7 +127,7 @@ async fn bad_input_is_400_naming_the_field() {
         (Method::GET, format!("/v1/counters/{long}"), None, "key", "invalid_key"),
         (Method::GET, "/v1/counters/ns%2F".into(), None, "key", "invalid_key"),
         (Method::GET, "/v1/counters/".into(), None, "key", "invalid_key"),
-        (Method::GET, "/v1/counters/bad%FFutf8".into(), None, "key", "invalid_input"),
+        (Method::GET, "/v1/counters/bad%FFutf8".into(), None, "key", "invalid_key"),
         (Method::POST, "/v1/counters/k".into(), Some(r#"{"delta": "one"}"#), "delta", "invalid_input"),
         (Method::POST, "/v1/counters/k".into(), Some(r#"{"delta": 1.5}"#), "delta", "invalid_input"),
         (Method::POST, "/v1/counters/k".into(), Some(r#"{"detla": 1}"#), "detla", "invalid_input"),

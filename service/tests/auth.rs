@@ -50,7 +50,7 @@ async fn writes_need_the_write_token_and_reads_stay_open_on_loopback() {
     assert_eq!(r.status, StatusCode::OK, "get_many is a read");
     // The scheme must be Bearer.
     let mut request = axum::http::Request::post("/v1/flush");
-    request = request.header("authorization", format!("Basic {WRITE_TOKEN}"));
+    request = request.header("authorization", format!("Basic {WRITE_TOKEN}")).header("host", "127.0.0.1:8080");
     let response = tower::ServiceExt::oneshot(app.clone(), request.body(axum::body::Body::empty()).unwrap());
     assert_eq!(response.await.unwrap().status(), StatusCode::UNAUTHORIZED);
     service.counters().shutdown().await.unwrap();
@@ -91,7 +91,8 @@ async fn without_any_token_loopback_is_open_for_writes() {
 async fn a_non_loopback_address_needs_a_token() {
     let cache = std::sync::Arc::new(counters::MemoryCache::new());
     let store = std::sync::Arc::new(counters::MemoryStore::new());
-    let public = ServiceConfig { listen: "0.0.0.0:0".parse().unwrap(), ..ServiceConfig::default() };
+    // Port 8080: the requests below name 127.0.0.1:8080 as their host.
+    let public = ServiceConfig { listen: "0.0.0.0:8080".parse().unwrap(), ..ServiceConfig::default() };
     let e = Service::new(cache.clone(), store.clone(), public.clone()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config);
     assert!(e.to_string().contains("without a token"), "{e}");

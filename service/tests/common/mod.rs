@@ -129,7 +129,8 @@ fn reply(status: StatusCode, headers: HeaderMap, bytes: &[u8]) -> Reply {
 
 /// Sends a request through the router with `oneshot`.
 pub async fn call(router: &Router, method: Method, path: &str, body: Option<&str>, token: Option<&str>) -> Reply {
-    let mut request = Request::builder().method(method).uri(path);
+    // The default listen address, as a client of it would name it.
+    let mut request = Request::builder().method(method).uri(path).header("host", "127.0.0.1:8080");
     if let Some(t) = token {
         request = request.header("authorization", format!("Bearer {t}"));
     }
@@ -176,4 +177,118 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>
     let body = &raw[split + 4..];
     assert!(headers.get("transfer-encoding").is_none(), "responses here have a content-length");
     reply(StatusCode::from_u16(status).unwrap(), headers, body)
+}
+
+/// A service over memory backends serving on a free loopback port until
+/// [`stop`](Running::stop).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub counters: Arc<counters::Counters>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<counters::FlushReport>>,
+}
+
+impl Running {
+    /// Serves `config` (its `listen` replaced by `127.0.0.1:0`).
+    pub async fn start(config: ServiceConfig) -> Running {
+        Running::start_on("127.0.0.1:0", config).await
+    }
+
+    /// Serves `config` on `listen` (a free port: `...:0`).
+    pub async fn start_on(listen: &str, config: ServiceConfig) -> Running {
+        let config = ServiceConfig { listen: listen.parse().unwrap(), ..config };
+        let (service, _) = service_with(config);
+        let counters = service.counters().clone();
+        let listener = service.bind().await.expect("a free loopback port");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(service.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        Running { addr, counters, stop, server }
+    }
+
+    /// A well-formed request (with this service's Host, `Connection: close`).
+    pub async fn http(&self, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> Reply {
+        http(self.addr, method, path, body, token).await
+    }
+
+    /// Stops it and waits for the drain.
+    pub async fn stop(self) -> counters::FlushReport {
+        let _ = self.stop.send(());
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.server)
+            .await
+            .expect("the service stops within 30 s")
+            .unwrap()
+            .unwrap()
+    }
+}
+
+/// Sends `request` as is on a new connection and reads until the service
+/// closes it (at most 30 s): the answer, or `None` when it closed the
+/// connection without one.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> Option<Reply> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("the service accepts connections");
+    // The service may answer and close before reading everything (a reset
+    // then is fine: what it answered was read before).
+    let _ = stream.write_all(request).await;
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut buf = [0u8; 65536];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the service neither answered nor closed the connection within 30 s");
+    parse_response(&raw)
+}
+
+/// Parses one HTTP/1.1 response with a `Content-Length` (or none) from `raw`.
+pub fn parse_response(raw: &[u8]) -> Option<Reply> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        headers.append(axum::http::HeaderName::from_bytes(name.trim().as_bytes()).ok()?, value.trim().parse().ok()?);
+    }
+    let mut body = &raw[split + 4..];
+    if let Some(length) = headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+        body = &body[..length.min(body.len())];
+    }
+    Some(reply(StatusCode::from_u16(status).unwrap(), headers, body))
+}
+
+/// A raw HTTP/1.1 request: `headers` as given (add `host` yourself, or use
+/// [`request`]), `Content-Length` added when `body` is not empty.
+pub fn request_without_host(method: &str, path: &str, headers: &[(&str, &[u8])], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{method} {path} HTTP/1.1\r\n").into_bytes();
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    let has_length = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+    let chunked = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
+    if !body.is_empty() && !has_length && !chunked {
+        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// A raw HTTP/1.1 request to `addr` (its `host` header first).
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &[u8])], body: &[u8]) -> Vec<u8> {
+    let host = addr.to_string();
+    let mut all: Vec<(&str, &[u8])> = vec![("host", host.as_bytes())];
+    all.extend_from_slice(headers);
+    request_without_host(method, path, &all, body)
 }
