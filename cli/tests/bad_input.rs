@@ -321,3 +321,68 @@ fn a_directory_as_the_sqlite_path_is_refused_and_creates_nothing() {
     );
     assert!(std::fs::read_dir(sandbox.path().join("adir")).unwrap().next().is_none());
 }
+
+/// A store file this user may not write: every command is a backend failure
+/// (exit 4) naming it read-only, and the file stays as it was. As root
+/// (who may write anything) the command runs as `nobody` through
+/// `setpriv`.
+#[test]
+fn a_read_only_store_is_a_backend_failure_and_stays_untouched() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let sandbox = Sandbox::new();
+    let file = sandbox.path().join("counters.sqlite");
+    let root = std::fs::metadata(&file).unwrap().uid() == 0;
+    if root && !common::installed("setpriv") {
+        eprintln!("*** SKIPPING: running as root and setpriv is not installed: cannot drop the right to write ***");
+        return;
+    }
+    let files = sandbox.files();
+    let values = sandbox.values();
+    let set_mode =
+        |path: &Path, mode: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    set_mode(sandbox.path(), 0o555);
+    set_mode(&file, 0o444);
+    for args in [vec!["incr", "s1", "1"], vec!["put", "ns/s2", "0"], vec!["get", "s1"], vec!["list"]] {
+        let command = if root {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(common::binary());
+            let template = counters(sandbox.path());
+            for (name, value) in template.get_envs() {
+                match value {
+                    Some(v) => c.env(name, v),
+                    None => c.env_remove(name),
+                };
+            }
+            c.current_dir(sandbox.path());
+            c
+        } else {
+            counters(sandbox.path())
+        };
+        let mut command = command;
+        command.args(&args);
+        let (status, out, err) = run_for(command, LIMIT);
+        let status = status.unwrap_or_else(|| panic!("{args:?} hung"));
+        assert_eq!(status.code(), Some(4), "{args:?}: {err}");
+        assert!(err.trim().starts_with("counters: permanent failure"), "{args:?}: {err}");
+        assert!(err.contains("the SQLite file is read-only"), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert_eq!(out.trim(), "", "{args:?}");
+        set_mode(sandbox.path(), 0o755);
+        assert!(sandbox.files() == files, "{args:?}: the read-only store was touched");
+        set_mode(sandbox.path(), 0o555);
+    }
+    set_mode(sandbox.path(), 0o755);
+    set_mode(&file, 0o644);
+    assert_eq!(sandbox.values(), values, "the sentinels are as they were");
+    assert_eq!(sandbox.ok(&["incr", "s1", "1"]), "42", "writable again, a good command works");
+}
+
+/// A key with NUL cannot reach the command: the operating system refuses
+/// an argument carrying one, so nothing runs and nothing is created.
+#[test]
+fn a_nul_in_an_argument_never_reaches_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = counters(dir.path()).args(["incr", "a\0b"]).output().unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
