@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{Credentials, Region};
-use counter_core::{Error, ErrorKind, Result};
+use counter_core::{Error, ErrorKind, Result, redact_url};
 
 /// A parsed `dynamodb://` URL.
 ///
@@ -32,21 +32,29 @@ impl DynamoTarget {
     /// Parses a `dynamodb://` URL; anything malformed is a
     /// [`Config`](ErrorKind::Config) error naming the URL.
     pub fn parse(url: &str) -> Result<DynamoTarget> {
-        let bad = |why: &str| Error::new(ErrorKind::Config, format!("bad DynamoDB URL {url:?}: {why}"));
+        let bad = |why: &str| Error::new(ErrorKind::Config, format!("bad DynamoDB URL {:?}: {why}", redact_url(url)));
         let rest = url.strip_prefix("dynamodb://").ok_or_else(|| bad("expected dynamodb://TABLE"))?;
         let (table, query) = rest.split_once('?').unwrap_or((rest, ""));
         check_table_name(table).map_err(|why| bad(&why))?;
         let mut target = DynamoTarget { table: table.to_string(), endpoint: None, region: None, create: true };
+        let mut seen = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if seen.contains(&name) {
+                return Err(bad(&format!("parameter {name:?} is given more than once")));
+            }
+            seen.push(name);
             match name {
                 "endpoint" => {
-                    if !(value.starts_with("http://") || value.starts_with("https://")) {
-                        return Err(bad("endpoint must be an http:// or https:// URL"));
-                    }
+                    check_endpoint(value).map_err(|why| bad(&why))?;
                     target.endpoint = Some(value.to_string());
                 }
-                "region" if !value.is_empty() => target.region = Some(value.to_string()),
+                "region" if !value.is_empty() => {
+                    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                        return Err(bad("the region may only hold letters, digits and '-'"));
+                    }
+                    target.region = Some(value.to_string());
+                }
                 "create" => {
                     target.create = value.parse().map_err(|_| bad("create must be true or false"))?;
                 }
@@ -67,6 +75,56 @@ fn check_table_name(table: &str) -> std::result::Result<(), String> {
     }
     if !table.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
         return Err("the table name may only hold letters, digits, '_', '-' and '.'".into());
+    }
+    Ok(())
+}
+
+/// An endpoint is `http(s)://HOST[:PORT][/PATH]`: a host of letters,
+/// digits, `.` and `-` (or a bracketed IPv6 address), a port of 1 to 65535,
+/// no credentials (the SDK takes them from `AWS_*`, never from a URL, and
+/// would log them), no space, query or fragment. Anything else is a
+/// malformed URL, refused before the SDK tries to reach it.
+fn check_endpoint(value: &str) -> std::result::Result<(), String> {
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or("the endpoint must be an http:// or https:// URL")?;
+    if value.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err("the endpoint contains a space or a control character".into());
+    }
+    if rest.contains(['?', '#']) {
+        return Err("the endpoint may not have a query or a fragment".into());
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("the endpoint may not carry credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into());
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (inside, after) = v6.split_once(']').ok_or("the endpoint's IPv6 address lacks its ']'")?;
+        if inside.is_empty() || !inside.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return Err("the endpoint's IPv6 address is malformed".into());
+        }
+        match after {
+            "" => (inside, None),
+            _ => (inside, Some(after.strip_prefix(':').ok_or("the endpoint has text after its IPv6 address")?)),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the endpoint has no host".into());
+    }
+    if !authority.starts_with('[') && !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+        return Err(format!("the endpoint's host {host:?} may only hold letters, digits, '.' and '-'"));
+    }
+    if let Some(port) = port {
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => {}
+            _ => return Err(format!("the endpoint's port {port:?} is not a number from 1 to 65535")),
+        }
     }
     Ok(())
 }
@@ -120,10 +178,39 @@ mod tests {
             "dynamodb://tab?color=red",
             "dynamodb://tab?region=",
             "dynamodb://tab?create=maybe",
+            "dynamodb://tab?endpoint=http://",
+            "dynamodb://tab?endpoint=https://",
+            "dynamodb://tab?endpoint=http://bad host:1",
+            "dynamodb://tab?endpoint=http://:8000",
+            "dynamodb://tab?endpoint=http://h:0",
+            "dynamodb://tab?endpoint=http://h:65536",
+            "dynamodb://tab?endpoint=http://h:99999",
+            "dynamodb://tab?endpoint=http://h:+80",
+            "dynamodb://tab?endpoint=http://h:",
+            "dynamodb://tab?endpoint=http://h_x:1",
+            "dynamodb://tab?endpoint=http://[::1:1",
+            "dynamodb://tab?endpoint=http://[]:1",
+            "dynamodb://tab?endpoint=http://[::1]x",
+            "dynamodb://tab?endpoint=http://h:1?x",
+            "dynamodb://tab?endpoint=ftp://h:1",
+            "dynamodb://tab?region=a&region=b",
+            "dynamodb://tab?create=true&create=false",
+            "dynamodb://tab?endpoint=http://h:1&endpoint=http://h:2",
+            "dynamodb://tab?region=us east",
+            "dynamodb://tab?region=a/b",
         ] {
             let e = DynamoTarget::parse(url).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Config, "{url}");
             assert!(e.to_string().contains(url), "{e}");
+        }
+        let e = DynamoTarget::parse("dynamodb://tab?endpoint=http://u:hunter2@h:1").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.to_string().contains("credentials") && !e.to_string().contains("hunter2"), "{e}");
+        for good in
+            ["http://127.0.0.1:8011", "https://dynamodb.eu-west-1.amazonaws.com", "http://[::1]:8000/", "http://h"]
+        {
+            let url = format!("dynamodb://tab?endpoint={good}");
+            assert_eq!(DynamoTarget::parse(&url).unwrap().endpoint.as_deref(), Some(good));
         }
     }
 }

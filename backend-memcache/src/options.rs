@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use counter_core::{Error, ErrorKind, Result};
+use counter_core::{Error, ErrorKind, Result, redact_url};
 
 /// A memcached server named by a URL: `memcache://host:port[?prefix=P]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ impl MemcacheTarget {
     /// Parses a `memcache://host:port[?prefix=P]` URL. Anything malformed or
     /// unknown is a [`Config`](ErrorKind::Config) error naming the URL.
     pub fn parse(url: &str) -> Result<MemcacheTarget> {
-        let bad = |why: &str| Error::new(ErrorKind::Config, format!("bad memcached URL {url:?}: {why}"));
+        let bad = |why: &str| Error::new(ErrorKind::Config, format!("bad memcached URL {:?}: {why}", redact_url(url)));
         let rest = url.strip_prefix("memcache://").ok_or_else(|| bad("expected memcache://HOST:PORT"))?;
         let (authority, query) = match rest.split_once('?') {
             Some((authority, query)) => (authority, Some(query)),
@@ -36,12 +36,15 @@ impl MemcacheTarget {
             return Err(bad("the host is missing"));
         }
         let port: u16 = port.parse().map_err(|_| bad("the port must be a number from 1 to 65535"))?;
-        if port == 0 {
+        if port == 0 || !authority.rsplit_once(':').is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())) {
             return Err(bad("the port must be a number from 1 to 65535"));
         }
         let mut target = MemcacheTarget { host: host.to_string(), port, prefix: None };
         for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if name == "prefix" && target.prefix.is_some() {
+                return Err(bad("parameter \"prefix\" is given more than once"));
+            }
             match name {
                 "prefix" => {
                     check_prefix(value).map_err(|e| bad(e.message()))?;
@@ -169,11 +172,13 @@ mod tests {
             "memcache://u:p@h:1",
             "memcache://h:1?shards=2",
             "memcache://h:1?prefix=a b",
+            "memcache://h:1?prefix=a&prefix=b",
+            "memcache://h:+1",
             "redis://h:1",
         ] {
             let e = MemcacheTarget::parse(bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Config, "{bad}");
-            assert!(e.to_string().contains(bad), "{e}");
+            assert!(e.to_string().contains(&counter_core::redact_url(bad)), "{e}");
         }
     }
 

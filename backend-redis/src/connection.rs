@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use counter_core::{Error, ErrorKind, Result};
+use counter_core::{Error, ErrorKind, Result, redact_url};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -19,7 +19,7 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 ///   a Cluster, reached through any of the listed nodes.
 ///
 /// `rediss://` (TLS) is refused: this build carries no TLS stack.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisTarget {
     /// One `redis://` URL per node to connect through (one for a standalone server).
     pub nodes: Vec<String>,
@@ -35,7 +35,7 @@ impl RedisTarget {
     /// Parses a `redis://` or `redis+cluster://` URL. Anything malformed or
     /// unknown is a [`Config`](ErrorKind::Config) error naming the URL.
     pub fn parse(url: &str) -> Result<RedisTarget> {
-        let bad = |why: &str| Error::new(ErrorKind::Config, format!("bad Redis URL {url:?}: {why}"));
+        let bad = |why: &str| Error::new(ErrorKind::Config, format!("bad Redis URL {:?}: {why}", redact_url(url)));
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("expected redis://HOST:PORT"))?;
         let cluster = match scheme {
             "redis" => false,
@@ -76,9 +76,24 @@ impl RedisTarget {
                 format!("redis://{auth}{host}{db}")
             })
             .collect();
+        for host in &hosts {
+            let port = match host.rsplit_once(']') {
+                Some((_, after)) => after.strip_prefix(':'),
+                None => host.rsplit_once(':').map(|(_, port)| port),
+            };
+            if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0) || !p.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(bad("a port must be a number from 1 to 65535"));
+            }
+        }
         let mut target = RedisTarget { nodes, cluster, prefix: None, shards: None };
+        let mut seen = Vec::new();
         for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if seen.contains(&name) {
+                return Err(bad(&format!("parameter {name:?} is given more than once")));
+            }
+            seen.push(name);
             match name {
                 "prefix" => target.prefix = Some(percent_decode(value).ok_or_else(|| bad("bad %-escape in prefix"))?),
                 "shards" => {
@@ -88,6 +103,19 @@ impl RedisTarget {
             }
         }
         Ok(target)
+    }
+}
+
+/// Shows the node URLs with their credentials redacted.
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| redact_url(n)).collect();
+        f.debug_struct("RedisTarget")
+            .field("nodes", &nodes)
+            .field("cluster", &self.cluster)
+            .field("prefix", &self.prefix)
+            .field("shards", &self.shards)
+            .finish()
     }
 }
 
@@ -273,10 +301,20 @@ mod tests {
             "redis+cluster://a:1,,b:2",
             "redis://h:1?prefix=%zz",
             "redis://h:1?prefix=%4",
+            "redis://h:1?prefix=a&prefix=b",
+            "redis://h:1?shards=1&shards=2",
+            "redis://h:0",
+            "redis://h:99999",
+            "redis://h:+1",
+            "redis+cluster://a:1,b:65536",
+            "redis://[::1]:0",
         ] {
             let e = RedisTarget::parse(url).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Config, "{url}");
             assert!(e.to_string().contains(url), "{e}");
         }
+        let t = RedisTarget::parse("redis+cluster://u:hunter2@a:1,b:2").unwrap();
+        assert!(!format!("{t:?}").contains("hunter2"), "{t:?}");
+        assert!(RedisTarget::parse("redis://[::1]:6379").is_ok());
     }
 }

@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 
-use counter_core::{Error, ErrorKind, Result};
+use counter_core::{Error, ErrorKind, Result, redact_url};
 
 /// The scheme prefix of a store URL.
 pub(crate) const SCHEME: &str = "sqlite://";
 
 fn config(url: &str, why: &str) -> Error {
-    Error::new(ErrorKind::Config, format!("bad SQLite store URL {url:?}: {why}; expected sqlite://PATH"))
+    Error::new(ErrorKind::Config, format!("bad SQLite store URL {:?}: {why}; expected sqlite://PATH", redact_url(url)))
 }
 
 /// The file path of `sqlite://PATH`: everything after `sqlite://`, taken

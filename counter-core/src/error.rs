@@ -4,6 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::redact::redact_urls_in;
+
 /// What went wrong, in terms a caller can act on.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,7 +137,8 @@ impl Error {
         self.key.as_deref()
     }
 
-    /// The message, without kind or key.
+    /// The message, without kind or key, as given (the display form
+    /// redacts credentials in URLs; see [`redact_url`](crate::redact_url)).
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -155,13 +158,15 @@ impl fmt::Display for Error {
             (Some(key), _) => write!(f, " for key {key:?}")?,
             (None, _) => {}
         }
-        write!(f, ": {}", self.message)?;
+        // Credentials never reach a terminal or a log: any URL a message
+        // or a driver's cause names is shown redacted.
+        write!(f, ": {}", redact_urls_in(&self.message))?;
         if let Some(source) = &self.source {
             // One line: causes are joined, never printed on lines of their own.
             // An `Error` of ours already prints its own causes.
             let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
             while let Some(c) = cause {
-                write!(f, ": {}", c.to_string().replace('\n', " "))?;
+                write!(f, ": {}", redact_urls_in(&c.to_string().replace('\n', " ")))?;
                 cause = if c.is::<Error>() { None } else { c.source() };
             }
         }
@@ -174,9 +179,9 @@ impl fmt::Debug for Error {
         f.debug_struct("Error")
             .field("kind", &self.kind)
             .field("key", &self.key)
-            .field("message", &self.message)
+            .field("message", &redact_urls_in(&self.message))
             .field("value", &self.value)
-            .field("source", &self.source.as_ref().map(|s| s.to_string()))
+            .field("source", &self.source.as_ref().map(|s| redact_urls_in(&s.to_string())))
             .finish()
     }
 }
@@ -190,6 +195,16 @@ impl std::error::Error for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_and_debug_redact_credentials_in_urls() {
+        let cause = std::io::Error::other("cannot reach redis://:hunter2@h:1");
+        let e = Error::new(ErrorKind::Config, "bad Redis URL \"redis://user:hunter2@h:1/x\": no").with_source(cause);
+        for shown in [e.to_string(), format!("{e:?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("redis://user:***@h:1/x") && shown.contains("redis://:***@h:1"), "{shown}");
+        }
+    }
 
     #[test]
     fn display_is_one_line_with_kind_key_and_cause() {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use counter_core::{CacheLayer, DurableStore, Error, ErrorKind, MemoryCache, MemoryStore, Result};
+use counter_core::{CacheLayer, DurableStore, Error, ErrorKind, MemoryCache, MemoryStore, Result, redact_url};
 
 /// Environment variable naming the cache URL.
 pub const CACHE_ENV: &str = "COUNTERS_CACHE";
@@ -56,16 +56,19 @@ pub fn journal_from_env(store_url: &str) -> std::path::PathBuf {
 }
 
 fn scheme(url: &str) -> Result<&str> {
-    url.split_once("://")
-        .map(|(s, _)| s)
-        .ok_or_else(|| Error::new(ErrorKind::Config, format!("{url:?} is not a backend URL (expected scheme://...)")))
+    url.split_once("://").map(|(s, _)| s).ok_or_else(|| {
+        Error::new(ErrorKind::Config, format!("{:?} is not a backend URL (expected scheme://...)", redact_url(url)))
+    })
 }
 
 #[cfg(not(all(feature = "sqlite", feature = "redis", feature = "memcache", feature = "dynamo")))]
 fn not_compiled(url: &str, feature: &str) -> Error {
     Error::new(
         ErrorKind::Config,
-        format!("{url:?} needs the `{feature}` backend, which is not compiled in (cargo feature `{feature}`)"),
+        format!(
+            "{:?} needs the `{feature}` backend, which is not compiled in (cargo feature `{feature}`)",
+            redact_url(url)
+        ),
     )
 }
 
@@ -89,8 +92,9 @@ pub async fn cache_from_url(url: &str) -> Result<Arc<dyn CacheLayer>> {
         _ => Err(Error::new(
             ErrorKind::Config,
             format!(
-                "unknown cache URL {url:?} (known: memory://, redis://HOST:PORT, redis+cluster://HOST:PORT,..., \
-                 memcache://HOST:PORT)"
+                "unknown cache URL {:?} (known: memory://, redis://HOST:PORT, redis+cluster://HOST:PORT,..., \
+                 memcache://HOST:PORT)",
+                redact_url(url)
             ),
         )),
     }
@@ -119,7 +123,10 @@ pub async fn store_from_url(url: &str) -> Result<Arc<dyn DurableStore>> {
         "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Err(not_compiled(url, "redis")),
         _ => Err(Error::new(
             ErrorKind::Config,
-            format!("unknown store URL {url:?} (known: sqlite://PATH, redis://HOST:PORT, dynamodb://TABLE, memory://)"),
+            format!(
+                "unknown store URL {:?} (known: sqlite://PATH, redis://HOST:PORT, dynamodb://TABLE, memory://)",
+                redact_url(url)
+            ),
         )),
     }
 }
