@@ -73,8 +73,7 @@ fn one_shot_commands_never_print_a_password() {
                 let line = err.lines().chain(out.lines()).find(|l| l.contains(SECRET)).unwrap_or("").to_string();
                 failures.push(format!("{option} {url} (log {log:?}) printed the password: {line}"));
             }
-            if log.is_none() && url.contains("user:hunter2@") && last.contains("user:") && !last.contains("user:***@")
-            {
+            if log.is_none() && url.contains("user:hunter2@") && last.contains("user:") && !last.contains("user:***@") {
                 failures.push(format!("{option} {url}: the URL is not shown redacted: {last}"));
             }
         }
