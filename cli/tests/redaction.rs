@@ -65,7 +65,7 @@ fn one_shot_commands_never_print_a_password() {
             }
             let (status, out, err) = run_for(command, Duration::from_secs(60));
             let code = status.and_then(|s| s.code());
-            let last = err.lines().filter(|l| l.starts_with("counters: ")).last().unwrap_or("").to_string();
+            let last = err.lines().rfind(|l| l.starts_with("counters: ")).unwrap_or("").to_string();
             if !matches!(code, Some(2..=4)) {
                 failures.push(format!("{option} {url} (log {log:?}): exit {code:?}, stderr {err}"));
             }

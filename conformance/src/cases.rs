@@ -16,6 +16,7 @@ use crate::harness::Backends;
 
 pub use crate::convergence::*;
 pub use crate::delivery::*;
+pub use crate::hostile::*;
 pub use crate::refusals::*;
 
 /// Polls `check` until it holds or `limit` passes.

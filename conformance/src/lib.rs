@@ -21,6 +21,7 @@ pub mod convergence;
 pub mod delivery;
 pub mod faults;
 pub mod harness;
+pub mod hostile;
 pub mod model;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -80,6 +81,7 @@ macro_rules! conformance_suite {
             a_reload_that_missed_a_batch_in_flight_converges,
             drift_converges_in_the_background,
             refused_rollup_leaves_no_trace,
+            hostile_names_stay_distinct_and_list_literally,
         );
     };
 }
