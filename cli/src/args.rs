@@ -135,15 +135,32 @@ pub struct ServeArgs {
     #[arg(long, env = "COUNTERS_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Bearer token required for writes (and accepted for reads). Prefer the
-    /// environment variable: arguments are visible to other local users.
+    /// environment variable: arguments are visible to other local users. An
+    /// empty token is refused.
     #[arg(long, env = "COUNTERS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Bearer token for reads only; when set, every read needs a token.
+    /// Needs --token too (writes would be open otherwise).
     #[arg(long, env = "COUNTERS_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
     /// Leave reads open without a token on a non-loopback address.
     #[arg(long)]
     pub public_reads: bool,
+    /// A host name (NAME, any port, or NAME:PORT) the service answers to
+    /// besides its listen address and localhost; repeat for more. Requests
+    /// naming another Host are 421, writes from another Origin 403.
+    #[arg(long = "allowed-host", value_name = "NAME[:PORT]", env = "COUNTERS_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Seconds a client may take to send a request head (and an idle
+    /// kept-alive connection may stay open); the connection is closed beyond.
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    pub header_timeout: Duration,
+    /// Seconds a client may take to send a request body (408 beyond).
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    pub body_timeout: Duration,
+    /// Most connections served at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = counters_service::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Write-behind age bound of every counter, in seconds.
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     pub flush_interval: Duration,

@@ -216,15 +216,21 @@ fn print(json: bool, value: serde_json::Value, text: String) {
     }
 }
 
-/// `counters serve`: checks the settings before opening any backend, then
-/// serves until SIGINT or SIGTERM and drains.
+/// `counters serve`: checks the settings and binds the listen address
+/// before opening any backend (so a bad setting or an address in use
+/// creates no file), then serves until SIGINT or SIGTERM and drains.
 async fn serve(cache: &str, store: &str, journal: std::path::PathBuf, args: ServeArgs) -> Result<Outcome> {
     let config = counters_service::ServiceConfig {
         listen: args.listen,
-        token: args.token.filter(|t| !t.is_empty()),
-        read_token: args.read_token.filter(|t| !t.is_empty()),
+        // An empty token is kept, so that validate refuses it.
+        token: args.token,
+        read_token: args.read_token,
         public_reads: args.public_reads,
+        allowed_hosts: args.allowed_hosts,
         body_limit: args.body_limit,
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        max_connections: args.max_connections,
         flush_interval: args.flush_interval,
         time_sliced: args.time_sliced,
         max_pending: args.max_pending,
@@ -232,10 +238,11 @@ async fn serve(cache: &str, store: &str, journal: std::path::PathBuf, args: Serv
         ..counters_service::ServiceConfig::default()
     };
     config.validate()?;
+    let listener = counters_service::listen(config.listen).await?;
     let cache = counters::cache_from_url(cache).await?;
     let store = counters::store_from_url(store).await?;
     let service = counters_service::Service::new(cache, store, config)?;
-    match service.run(counters_service::shutdown_signal()).await {
+    match service.serve(listener, counters_service::shutdown_signal()).await {
         Ok(_) => Ok(Outcome::Done),
         Err(e) if e.kind() == ErrorKind::Deferred => Ok(Outcome::Counted(e)),
         Err(e) => Err(e),
