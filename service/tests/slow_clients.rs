@@ -131,7 +131,7 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     service.stop().await;
 }
 
-/// Shutdown still waits for a request in flight: its answer arrives.
+/// Shutdown closes idle connections and the listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_accepting_and_closes_idle_connections() {
     let service = Running::start(config()).await;
@@ -143,4 +143,35 @@ async fn shutdown_stops_accepting_and_closes_idle_connections() {
     let (_, closed) = read_until_closed(&mut idle, Duration::from_secs(5)).await;
     assert!(closed, "an idle connection is closed on shutdown");
     assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed");
+}
+
+/// A request in flight when shutdown starts (its body half sent) is still
+/// answered once the rest arrives, and what it counted is drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_at_shutdown_is_answered_and_drained() {
+    let config = ServiceConfig { body_timeout: Duration::from_secs(30), ..config() };
+    let service = Running::start(config).await;
+    let addr = service.addr;
+    let counters = service.counters.clone();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"delta": 5}"#;
+    let head = format!(
+        "POST /v1/counters/inflight HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..4]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(service.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stopping.is_finished(), "shutdown waits for the request in flight");
+    stream.write_all(&body.as_bytes()[4..]).await.unwrap();
+    let (got, closed) = read_until_closed(&mut stream, Duration::from_secs(20)).await;
+    assert!(closed, "the connection closes after the answer");
+    let r = common::parse_response(&got).expect("the request in flight is answered");
+    assert_eq!((r.status.as_u16(), r.json["value"].clone()), (200, serde_json::json!(5)), "{}", r.text);
+    let report = tokio::time::timeout(Duration::from_secs(20), stopping).await.unwrap().unwrap();
+    assert_eq!(report.counters, 1, "its delta was drained");
+    let key = counters::Key::parse("inflight").unwrap();
+    assert_eq!(counters.store().get_many(&[key]).await.unwrap(), [Some(5)]);
 }
