@@ -519,7 +519,7 @@ impl DurableStore for DynamoStore {
         for item in self.scan_all(&self.tables.counters, None).await? {
             let Some(AttributeValue::S(text)) = item.get(attr::KEY) else { continue };
             // Items other clients wrote under keys we cannot read are not ours to list.
-            let Ok(key) = Key::parse(text) else { continue };
+            let Ok(key) = Key::parse_stored(text) else { continue };
             if !query.matches(&key) {
                 continue;
             }

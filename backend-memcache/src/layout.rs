@@ -47,7 +47,7 @@ pub(crate) fn parse_raw_id(raw: &str) -> Result<Cell> {
     let bad = || Error::new(ErrorKind::Permanent, format!("the memcached cache holds a cell it cannot read: {raw:?}"));
     let key_of = |rest: &str| {
         let (namespace, name) = rest.split_once('/').ok_or_else(bad)?;
-        Key::new(namespace, name).map_err(|_| bad())
+        Key::stored(namespace, name).map_err(|_| bad())
     };
     if let Some(rest) = raw.strip_prefix("c/") {
         return key_of(rest).map(Cell::Counter);

@@ -139,7 +139,7 @@ pub(crate) fn member(cell: &Cell) -> String {
 pub(crate) fn parse_member(text: &str) -> Result<Cell> {
     let bad = || Error::new(ErrorKind::Permanent, format!("the Redis cache holds a cell it cannot read: {text:?}"));
     if let Some(key) = text.strip_prefix("c:") {
-        return Key::parse(key).map(Cell::Counter).map_err(|_| bad());
+        return Key::parse_stored(key).map(Cell::Counter).map_err(|_| bad());
     }
     let rest = text.strip_prefix("s:").ok_or_else(bad)?;
     let mut parts = rest.splitn(3, ':');
@@ -148,7 +148,7 @@ pub(crate) fn parse_member(text: &str) -> Result<Cell> {
     };
     let precision = precision.parse().ok().and_then(Precision::from_secs).ok_or_else(bad)?;
     let start = start.parse().map_err(|_| bad())?;
-    let key = Key::parse(key).map_err(|_| bad())?;
+    let key = Key::parse_stored(key).map_err(|_| bad())?;
     Ok(Cell::Slice(SliceId { key, precision, start }))
 }
 

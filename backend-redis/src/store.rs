@@ -655,7 +655,7 @@ fn member_key(namespace: &str, name: &[u8], redis_key: &str) -> Result<Key> {
             format!("{redis_key} holds a counter name that is not UTF-8: {:?}", String::from_utf8_lossy(name)),
         )
     })?;
-    Key::new(namespace, text).map_err(|e| {
+    Key::stored(namespace, text).map_err(|e| {
         Error::new(ErrorKind::Permanent, format!("{redis_key} holds a name that is not a valid counter name"))
             .with_source(e)
     })

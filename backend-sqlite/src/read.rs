@@ -67,7 +67,7 @@ pub(crate) fn list(conn: &Connection, query: &ListQuery) -> Result<Vec<(Key, i64
     while let Some(row) = rows.next().context("listing counters")? {
         let name: String = row.get(0).context("listing counters")?;
         let value: i64 = row.get(1).context("listing counters")?;
-        let key = Key::new(namespace, &name).map_err(|e| {
+        let key = Key::stored(namespace, &name).map_err(|e| {
             Error::new(ErrorKind::Permanent, format!("the SQLite store holds an invalid key: {}", e.message()))
                 .with_key(format!("{namespace}/{name}"))
         })?;

@@ -178,3 +178,18 @@ async fn series_ranges_and_clean() {
     store.clean(precision(3600), i64::MAX).await.unwrap();
     assert_eq!(store.get_many(&[a]).await.unwrap(), [Some(1)]);
 }
+
+#[tokio::test]
+async fn a_key_an_earlier_version_accepted_still_lists() {
+    // Earlier versions accepted Unicode format characters in names; today's
+    // input refuses them, but a file holding one must still list (a listing
+    // that failed on it would hide every other counter of the namespace).
+    let (dir, store) = temp_store().await;
+    let legacy = Key::stored("ns", "admin\u{202e}txt.exe").unwrap();
+    store.apply(&batch(vec![counter(&legacy, 7), counter(&key("ns", "plain"), 1)])).await.unwrap();
+    drop(store);
+    let store = backend_sqlite::SqliteStore::open(dir.path().join("counters.db")).await.unwrap();
+    let listed = store.list(&ListQuery::new("ns", "")).await.unwrap();
+    assert_eq!(listed, [(legacy.clone(), 7), (key("ns", "plain"), 1)]);
+    assert_eq!(store.get_many(std::slice::from_ref(&legacy)).await.unwrap(), [Some(7)]);
+}

@@ -55,6 +55,28 @@ impl Key {
         Ok(Key { namespace: namespace.into(), name: name.into() })
     }
 
+    /// A key read back from a backend (a store row, a cache entry, a spill
+    /// journal): the rules of [`Key::new`] except the refusal of Unicode
+    /// format characters and line/paragraph separators. Those were accepted
+    /// by earlier versions, and a counter written then must stay readable,
+    /// listable and flushable after an upgrade; new input is checked by
+    /// [`Key::new`] and cannot create one.
+    pub fn stored(namespace: impl AsRef<str>, name: impl AsRef<str>) -> Result<Key> {
+        let (namespace, name) = (namespace.as_ref(), name.as_ref());
+        check_namespace_with(namespace, Chars::Stored).map_err(|e| e.with_key(display(namespace, name)))?;
+        check_name_with(name, Chars::Stored).map_err(|e| e.with_key(display(namespace, name)))?;
+        Ok(Key { namespace: namespace.into(), name: name.into() })
+    }
+
+    /// [`Key::parse`] for a display form read back from a backend (see
+    /// [`Key::stored`]).
+    pub fn parse_stored(text: &str) -> Result<Key> {
+        match text.split_once(NAMESPACE_SEPARATOR) {
+            Some((namespace, name)) => Key::stored(namespace, name),
+            None => Key::stored("", text),
+        }
+    }
+
     /// A key in the default (empty) namespace.
     pub fn named(name: impl AsRef<str>) -> Result<Key> {
         Key::new("", name)
@@ -146,37 +168,57 @@ fn invalid(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidKey, message)
 }
 
+/// Which characters a check refuses: new input refuses control and
+/// invisible characters; keys read back from a backend only control ones
+/// (see [`Key::stored`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Chars {
+    Input,
+    Stored,
+}
+
 fn check_name(name: &str) -> Result<()> {
+    check_name_with(name, Chars::Input)
+}
+
+fn check_name_with(name: &str, chars: Chars) -> Result<()> {
     if name.is_empty() {
         return Err(invalid("name is empty"));
     }
     if name.len() > MAX_NAME_BYTES {
         return Err(invalid(format!("name is {} bytes, the limit is {MAX_NAME_BYTES}", name.len())));
     }
-    check_chars("name", name)
+    check_chars("name", name, chars)
 }
 
 fn check_prefix(prefix: &str) -> Result<()> {
     if prefix.len() > MAX_NAME_BYTES {
         return Err(invalid(format!("prefix is {} bytes, the limit is {MAX_NAME_BYTES}", prefix.len())));
     }
-    check_chars("prefix", prefix)
+    check_chars("prefix", prefix, Chars::Input)
 }
 
 fn check_namespace(namespace: &str) -> Result<()> {
+    check_namespace_with(namespace, Chars::Input)
+}
+
+fn check_namespace_with(namespace: &str, chars: Chars) -> Result<()> {
     if namespace.len() > MAX_NAMESPACE_BYTES {
         return Err(invalid(format!("namespace is {} bytes, the limit is {MAX_NAMESPACE_BYTES}", namespace.len())));
     }
     if namespace.contains(NAMESPACE_SEPARATOR) {
         return Err(invalid("namespace contains '/'"));
     }
-    check_chars("namespace", namespace)
+    check_chars("namespace", namespace, chars)
 }
 
-fn check_chars(what: &str, text: &str) -> Result<()> {
+fn check_chars(what: &str, text: &str, chars: Chars) -> Result<()> {
     for (at, c) in text.char_indices() {
         if c.is_control() {
             return Err(invalid(format!("{what} contains control character U+{:04X} at byte {at}", c as u32)));
+        }
+        if chars == Chars::Stored {
+            continue;
         }
         if let Some(class) = invisible_class(c) {
             return Err(invalid(format!("{what} contains U+{:04X} at byte {at}, a Unicode {class}", c as u32)));
@@ -348,6 +390,23 @@ mod tests {
         let e = Key::new(&ns, "x").unwrap_err();
         assert!(e.to_string().contains("256 bytes"), "{e}");
         assert!(Key::new("\u{1F600}".repeat(63) + "abc", "x").is_ok());
+    }
+
+    #[test]
+    fn stored_keys_written_by_earlier_versions_stay_readable() {
+        // Earlier versions accepted format characters: a key read back from
+        // a backend keeps them (so it lists and flushes), new input cannot.
+        let legacy = "admin\u{202e}txt.exe";
+        assert_eq!(Key::named(legacy).unwrap_err().kind(), ErrorKind::InvalidKey);
+        let key = Key::stored("ns", legacy).unwrap();
+        assert_eq!(key.name(), legacy);
+        assert_eq!(Key::parse_stored(&format!("ns/{legacy}")).unwrap(), key);
+        assert_eq!(Key::parse_stored(legacy).unwrap().namespace(), "");
+        // The structural rules still hold for stored keys.
+        for (ns, name) in [("ns", ""), ("a/b", "x"), ("ns", "a\u{1}"), ("\u{7f}", "x")] {
+            assert_eq!(Key::stored(ns, name).unwrap_err().kind(), ErrorKind::InvalidKey, "{ns:?} {name:?}");
+        }
+        assert!(Key::stored("ns", "n".repeat(MAX_NAME_BYTES + 1)).is_err());
     }
 
     #[test]

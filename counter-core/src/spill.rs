@@ -180,7 +180,7 @@ fn parse(text: &str) -> Result<Vec<Batch>> {
         return Err(damaged(format!("not a spill journal file (expected {MAGIC:?})")));
     }
     let number = |s: &str| s.parse::<i64>().map_err(|_| damaged(format!("bad number {s:?}")));
-    let key = |ns: &str, name: &str| Key::new(ns, name).map_err(|e| damaged(format!("bad key: {e}")));
+    let key = |ns: &str, name: &str| Key::stored(ns, name).map_err(|e| damaged(format!("bad key: {e}")));
     let mut batches = Vec::new();
     while let Some(line) = lines.next() {
         let fields: Vec<&str> = line.split('\t').collect();
