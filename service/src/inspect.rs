@@ -177,7 +177,9 @@ async fn inspect_one(
     _: CanRead,
     State(state): State<AppState>,
     KeyPath(key): KeyPath,
+    uri: Uri,
 ) -> Result<Json<Value>, ApiError> {
+    Params::new(uri.query(), &[])?;
     let total = state.counters.get(&key).await.map_err(|e| ApiError::from_counters(&e, "key"))?;
     let mut details = details(&state, vec![key], vec![total]).await?;
     Ok(Json(json!(details.pop())))

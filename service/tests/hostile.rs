@@ -718,6 +718,27 @@ async fn a_corpus_of_hostile_requests_changes_nothing() {
             "invalid_input",
             Some("delta"),
         ),
+        case(
+            "a query on a read",
+            request(addr, "GET", &format!("{key}?x=1"), &[], b""),
+            400,
+            "invalid_input",
+            Some("x"),
+        ),
+        case(
+            "a query on inspect",
+            request(addr, "GET", "/v1/inspect/h%2Fexisting?limit=1", &[], b""),
+            400,
+            "invalid_input",
+            Some("limit"),
+        ),
+        case(
+            "a query on a delete",
+            request(addr, "DELETE", &format!("{key}?really=1"), &[auth], b""),
+            400,
+            "invalid_input",
+            Some("really"),
+        ),
     ];
     run_cases(&service, cases).await;
 
