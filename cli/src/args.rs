@@ -158,6 +158,10 @@ pub struct ServeArgs {
     /// Seconds a client may take to send a request body (408 beyond).
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     pub body_timeout: Duration,
+    /// Seconds an answer may wait on a client that reads nothing before the
+    /// connection is closed.
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    pub write_timeout: Duration,
     /// Most connections served at once; more wait in the listen backlog.
     #[arg(long, default_value_t = counters_service::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,

@@ -230,6 +230,7 @@ async fn serve(cache: &str, store: &str, journal: std::path::PathBuf, args: Serv
         body_limit: args.body_limit,
         header_timeout: args.header_timeout,
         body_timeout: args.body_timeout,
+        write_timeout: args.write_timeout,
         max_connections: args.max_connections,
         flush_interval: args.flush_interval,
         time_sliced: args.time_sliced,

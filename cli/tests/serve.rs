@@ -109,7 +109,7 @@ fn empty_tokens_are_refused_at_start_not_taken_as_none() {
 fn bad_limits_and_allowed_hosts_are_refused_at_start() {
     refused_at_start(&["--allowed-host", "http://counters.test"], &[], "--allowed-host \"http://counters.test\"");
     refused_at_start(&[], &[("COUNTERS_ALLOWED_HOSTS", "ok.test,bad host")], "--allowed-host \"bad host\"");
-    for option in ["--header-timeout", "--body-timeout"] {
+    for option in ["--header-timeout", "--body-timeout", "--write-timeout"] {
         refused_at_start(&[option, "0"], &[], "must be above zero");
     }
     refused_at_start(&["--max-connections", "0"], &[], "the connection limit must be at least 1");

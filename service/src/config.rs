@@ -19,6 +19,8 @@ pub const MAX_LIST_LIMIT: usize = 10_000;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default bound on receiving a request's body.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default bound on a write to a client that reads nothing.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default bound on open connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
@@ -50,6 +52,9 @@ pub struct ServiceConfig {
     pub header_timeout: Duration,
     /// How long a client may take to send a request's body (408 beyond it).
     pub body_timeout: Duration,
+    /// How long a write of an answer may make no progress (the client reads
+    /// nothing) before the connection is closed.
+    pub write_timeout: Duration,
     /// Most connections served at once; more wait in the listen backlog
     /// until one closes.
     pub max_connections: usize,
@@ -81,6 +86,7 @@ impl Default for ServiceConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             ready_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
@@ -146,8 +152,8 @@ impl ServiceConfig {
         for host in &self.allowed_hosts {
             crate::guard::AllowedHost::parse(host)?;
         }
-        if self.header_timeout.is_zero() || self.body_timeout.is_zero() {
-            return Err(Error::new(ErrorKind::Config, "the header and body timeouts must be above zero"));
+        if self.header_timeout.is_zero() || self.body_timeout.is_zero() || self.write_timeout.is_zero() {
+            return Err(Error::new(ErrorKind::Config, "the header, body and write timeouts must be above zero"));
         }
         if self.max_connections == 0 {
             return Err(Error::new(ErrorKind::Config, "the connection limit must be at least 1"));

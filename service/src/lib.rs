@@ -41,6 +41,7 @@ pub mod metrics;
 mod server;
 mod state;
 mod timed_store;
+mod write_stall;
 
 use std::sync::Arc;
 
@@ -54,7 +55,7 @@ use counters::{CacheLayer, Counters, DurableStore, Family, Policy, Result};
 
 pub use config::{
     DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
-    MAX_KEYS_PER_REQUEST, MAX_LIST_LIMIT, ServiceConfig,
+    DEFAULT_WRITE_TIMEOUT, MAX_KEYS_PER_REQUEST, MAX_LIST_LIMIT, ServiceConfig,
 };
 pub use errors::ApiError;
 pub use server::{listen, shutdown_signal};

@@ -5,7 +5,8 @@
 //! Connections are served by hyper's HTTP/1.1 server with the service's
 //! limits: a request head (and an idle kept-alive connection's wait for the
 //! next) gets [`header_timeout`](crate::ServiceConfig::header_timeout), then
-//! the connection is closed; at most
+//! the connection is closed; so does a write to a client that has read
+//! nothing for [`write_timeout`](crate::ServiceConfig::write_timeout); at most
 //! [`max_connections`](crate::ServiceConfig::max_connections) are served at
 //! once, and further ones wait in the listen backlog (not accepted) until
 //! one closes.
@@ -27,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::Service;
 use crate::head_errors::HeadErrors;
+use crate::write_stall::WriteStall;
 
 /// Binds `addr`: a failure (in use, not permitted) is a `Config` error naming
 /// it. Bind before opening any backend, so a service that cannot listen
@@ -94,8 +96,11 @@ impl Service {
         };
         let state = self.state.clone();
         info!("listening on http://{addr} (admin page: http://{addr}/admin)");
-        let limits =
-            Limits { header_timeout: self.config.header_timeout, max_connections: self.config.max_connections };
+        let limits = Limits {
+            header_timeout: self.config.header_timeout,
+            write_timeout: self.config.write_timeout,
+            max_connections: self.config.max_connections,
+        };
         let connections = accept(listener, router, limits, async move {
             shutdown.await;
             state.start_draining();
@@ -118,6 +123,7 @@ impl Service {
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     header_timeout: Duration,
+    write_timeout: Duration,
     max_connections: usize,
 }
 
@@ -154,7 +160,7 @@ async fn accept(
             },
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(HeadErrors::new(stream));
+        let io = TokioIo::new(HeadErrors::new(WriteStall::new(stream, limits.write_timeout)));
         let connection = connections.watch(http.serve_connection(io, TowerToHyperService::new(router.clone())));
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -175,3 +175,34 @@ async fn a_request_in_flight_at_shutdown_is_answered_and_drained() {
     let key = counters::Key::parse("inflight").unwrap();
     assert_eq!(counters.store().get_many(&[key]).await.unwrap(), [Some(5)]);
 }
+
+/// A client that stops reading a large answer is cut off by the write
+/// timeout, which frees its connection slot for the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_and_frees_its_slot() {
+    let config = ServiceConfig { write_timeout: Duration::from_secs(1), max_connections: 1, ..config() };
+    let service = Running::start(config).await;
+    let addr = service.addr;
+    // About 10 MB of listing: more than the socket buffers hold.
+    let padding = "n".repeat(1000);
+    for i in 0..10_000 {
+        let key = counters::Key::new("big", format!("{padding}{i:05}")).unwrap();
+        service.counters.incr(&key, 1).await.unwrap();
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut reader = socket.connect(addr).await.unwrap();
+    let head = format!("GET /v1/counters?namespace=big&limit=10000 HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+    reader.write_all(head.as_bytes()).await.unwrap();
+    // It reads nothing; the only slot is taken, so this one waits for it.
+    let next = tokio::spawn(async move { raw(addr, &request(addr, "GET", "/healthz", &[], b"")).await });
+    let r = tokio::time::timeout(Duration::from_secs(30), next)
+        .await
+        .expect("the stalled answer was cut off and the slot freed")
+        .unwrap();
+    assert_eq!(r.expect("an answer").status, 200);
+    let (got, closed) = read_until_closed(&mut reader, Duration::from_secs(20)).await;
+    assert!(closed, "the stalled connection was closed");
+    assert!(got.len() < 10_000 * 1000, "the answer was cut off: {} bytes arrived", got.len());
+    service.stop().await;
+}
