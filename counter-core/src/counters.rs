@@ -725,6 +725,13 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         self.engine.inflight_batches(true)
     }
 
+    /// The time slices this handle counts into (precisions and retention),
+    /// for a caller that checks an event time before it asks
+    /// ([`TimeSlices::check_event_time`]).
+    pub fn time_slice_config(&self) -> &TimeSlices {
+        &self.engine.config.time_slices
+    }
+
     /// Cells the store refused for good (an overflow another writer caused,
     /// a value it cannot read) and this handle holds: their deltas wait, and
     /// are tried again every [`refused_retry`](CountersBuilder::refused_retry)

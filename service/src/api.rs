@@ -143,6 +143,13 @@ async fn incr(
         Ok(options) => options,
         Err(e) => return e.into_response(),
     };
+    if let (Some(at), Some(true)) = (options.at, options.time_sliced) {
+        // An event older than every retention is refused naming `at` (the
+        // library refuses it too, but cannot name the field).
+        if let Err(e) = state.counters.time_slice_config().check_event_time(at, std::time::SystemTime::now()) {
+            return ApiError::from_counters(&e.with_key(&key), "at").into_response();
+        }
+    }
     match state.counters.incr_with(&key, body.delta.unwrap_or(1), &options).await {
         Ok(total) => Json(json!({ "key": key.to_string(), "value": total })).into_response(),
         Err(e) => ApiError::from_write(&e, "delta", &key),

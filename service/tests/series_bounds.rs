@@ -84,7 +84,7 @@ async fn series_ranges_and_event_times_are_bounded_over_tcp() {
     let writes = [
         (r#"{"at": -9223372036854775808}"#, Some("at"), "years 1 to 9999"),
         (r#"{"at": 253402300800, "delta": 2}"#, Some("at"), "years 1 to 9999"),
-        (r#"{"at": 1, "delta": 3}"#, None, "older than the retention of every precision"),
+        (r#"{"at": 1, "delta": 3}"#, Some("at"), "older than the retention of every precision"),
     ];
     for (body, field, message) in writes {
         let r = http(addr, "POST", "/v1/counters/ns%2Fsentinel", Some(body), None).await;
