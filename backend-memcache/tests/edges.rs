@@ -158,7 +158,7 @@ async fn any_valid_key_is_a_distinct_counter_and_injects_nothing() {
         key("flush_all"),
         key(" flush_all "),
         key("\\r\\nflush_all\\r\\n"),
-        key("x\u{a0}flush_all\u{2028}y"),
+        key("x\u{a0}flush_all\u{3000}y"),
         key("get x\\r\\ndelete canary"),
         key("日本 語 'q' \"x\" #h %41"),
         Key::new("edges ns", "a b").unwrap(),
