@@ -258,6 +258,10 @@ const FORMAT_CHARACTERS: &[(u32, u32)] = &[
 /// a format character (Cf) or the line or paragraph separator (Zl, Zp).
 fn invisible_class(c: char) -> Option<&'static str> {
     let cp = c as u32;
+    if cp < FORMAT_CHARACTERS[0].0 {
+        // Below U+00AD (all of ASCII): no range to search.
+        return None;
+    }
     if cp == 0x2028 {
         return Some("line separator");
     }
