@@ -237,6 +237,20 @@ fn ancestors_of(key: usize) -> &'static [usize] {
     if key == 1 { &[0] } else { &[] }
 }
 
+/// A delete retried while it fails transiently, at most four times.
+async fn retried_delete<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
+    c: &Handle<C, S>,
+    key: &Key,
+) -> counter_core::Result<bool> {
+    let mut attempt = 1;
+    loop {
+        match c.delete(key).await {
+            Err(e) if e.is_transient() && attempt < 4 => attempt += 1,
+            result => return result,
+        }
+    }
+}
+
 /// Runs `call` until it succeeds or fails other than transiently, at most
 /// five times: with every fault healed, a slow answer of a real server
 /// (past the short store timeout of the model's handle) is not a failure.
@@ -494,7 +508,11 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 }
                 Err(e) => run.expect_uncounted("put", &e)?,
             },
-            Op::Delete { key } => match c.delete(&run.keys[key]).await {
+            // A delete the store answered too late (past the handle's store
+            // timeout) may still have happened; it is idempotent, and a
+            // caller retries it as `Counters::delete` says. An injected
+            // fault refuses before the store, so then nothing happened.
+            Op::Delete { key } => match retried_delete(&c, &run.keys[key]).await {
                 Ok(_) => {
                     run.model.totals[key] = 0;
                     run.unsettled.remove(&key);

@@ -173,17 +173,28 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             if drift == 0 {
                 continue;
             }
-            let Ok(shift) = i64::try_from(drift) else { continue };
-            match self.cache.rebase(&key, flushed, shift).await {
-                Ok(true) => {
-                    corrected += 1;
-                    debug!(key = %key, shift, "cached total rebased on the store's value");
+            // A drift beyond i64 (the store at 0, the cache at i64::MIN) is
+            // shifted in steps that fit, each from where the last left F.
+            let mut from = flushed;
+            let mut remaining = drift;
+            while remaining != 0 {
+                let shift = remaining.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+                match self.cache.rebase(&key, from, shift).await {
+                    Ok(true) => {
+                        debug!(key = %key, shift, "cached total rebased on the store's value");
+                        from += shift;
+                        remaining -= i128::from(shift);
+                    }
+                    Ok(false) => break,
+                    Err(e) if e.kind() == ErrorKind::Overflow => {
+                        warn!(key = %key, shift, "the store's value plus the pending delta leaves the i64 range; not rebased");
+                        break;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Ok(false) => {}
-                Err(e) if e.kind() == ErrorKind::Overflow => {
-                    warn!(key = %key, shift, "the store's value plus the pending delta leaves the i64 range; not rebased")
-                }
-                Err(e) => return Err(e),
+            }
+            if from != flushed {
+                corrected += 1;
             }
         }
         self.metrics.rebased.fetch_add(corrected, Relaxed);

@@ -551,6 +551,11 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
 
     /// Deletes a counter, its pending delta and its time series. Returns
     /// whether it existed. Increments racing with a delete may survive it.
+    ///
+    /// A transient error ([`ErrorKind::Unavailable`]) may come after the
+    /// store deleted the counter (a store that answered after the
+    /// [`store_timeout`](CountersBuilder::store_timeout)); a delete is
+    /// idempotent, so retry it until it answers.
     pub async fn delete(&self, key: &Key) -> Result<bool> {
         let engine = &*self.engine;
         let _call = engine.gate.enter()?;
