@@ -57,6 +57,16 @@ for name in (table, table + ".slices", table + ".batches"):
     except c.exceptions.ResourceNotFoundException:
         pass
 PY
+# Flush throughput and the age bound: 100,000 counters dirtied every
+# interval, the store's own batch-apply rate measured in the same run.
+run flush-100k-i2 run --keys 100000 --duration 20 --interval 2 --baseline store-apply --direct-duration 5
+run flush-100k-i10 run --keys 100000 --duration 30 --interval 10 --baseline store-apply --direct-duration 5
+run flush-redis-i2 run --cache "$COUNTERS_TEST_REDIS_URL" --keys 100000 --tasks 64 --duration 20 --interval 2 \
+    --baseline store-apply --direct-duration 5
+if [ -n "${COUNTERS_TEST_MEMCACHE_URL:-}" ]; then
+    run flush-memcache-i2 run --cache "$COUNTERS_TEST_MEMCACHE_URL" --keys 20000 --tasks 64 --duration 20 \
+        --interval 2 --baseline store-apply --direct-duration 5
+fi
 run memory-per-counter memory --counters 1000000
 run flush-scale flush-scale --idle 10000,100000,1000000 --dirty 1000
 

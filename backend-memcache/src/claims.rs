@@ -223,11 +223,12 @@ impl MemcacheCache {
         let replies = self.client.run(&p).await?;
         let mut p = Pipeline::new();
         let mut keys = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for ((k, f_cas), reply) in slices.iter().zip(&replies) {
             if reply.check()?.ok() {
                 p.delete(&self.layout.flushed(&k.c.enc), &format!("C{f_cas}"));
                 self.forget_lineage(&k.c.enc);
-                if !keys.contains(&k.c.cell.key()) {
+                if seen.insert(k.c.cell.key()) {
                     keys.push(k.c.cell.key());
                 }
             }
@@ -498,11 +499,12 @@ impl MemcacheCache {
         self.freeze_lost(&counters).await?;
         let shards: BTreeSet<u16> = keys.iter().map(|k| self.layout.index_shard_of(k)).collect();
         let ids = self.open_claim_ids(shards.into_iter()).await?;
+        let wanted: std::collections::HashSet<&Key> = keys.iter().collect();
         let mut out = Vec::new();
         for chunk in ids.chunks(64) {
             for (id, lines) in chunk.iter().zip(self.read_intent(chunk).await?) {
                 let touches = lines.as_ref().is_some_and(|lines| {
-                    lines.iter().any(|l| parse_raw_id(&l.raw).is_ok_and(|cell| keys.contains(cell.key())))
+                    lines.iter().any(|l| parse_raw_id(&l.raw).is_ok_and(|cell| wanted.contains(cell.key())))
                 });
                 if touches {
                     out.extend(self.recover(*id, lines).await?);
@@ -520,6 +522,7 @@ impl MemcacheCache {
     pub(crate) async fn intents_touching(&self, keys: &[Key]) -> Result<Vec<(BatchId, Vec<Key>)>> {
         let shards: BTreeSet<u16> = keys.iter().map(|k| self.layout.index_shard_of(k)).collect();
         let ids = self.open_claim_ids(shards.into_iter()).await?;
+        let wanted: std::collections::HashSet<&Key> = keys.iter().collect();
         let mut out = Vec::new();
         for chunk in ids.chunks(64) {
             for (id, lines) in chunk.iter().zip(self.read_intent(chunk).await?) {
@@ -527,7 +530,7 @@ impl MemcacheCache {
                     .iter()
                     .flatten()
                     .filter_map(|l| parse_raw_id(&l.raw).ok().map(|cell| cell.key().clone()))
-                    .filter(|k| keys.contains(k))
+                    .filter(|k| wanted.contains(k))
                     .collect();
                 touched.dedup();
                 if !touched.is_empty() {

@@ -472,6 +472,7 @@ impl CacheLayer for RedisCache {
 
     async fn claims_for(&self, keys: &[Key]) -> Result<Vec<Batch>> {
         let shards: BTreeSet<usize> = keys.iter().map(|k| self.layout.shard_of(k)).collect();
+        let wanted: std::collections::HashSet<&Key> = keys.iter().collect();
         let mut out = Vec::new();
         for id in self.claim_ids(shards.iter().copied(), u64::MAX).await? {
             // Only claims with a cell of these keys: read the parts in their shards first.
@@ -482,7 +483,7 @@ impl CacheLayer for RedisCache {
                     .query_async(&mut self.conn.clone())
                     .await
                     .map_err(map_err)?;
-                touches |= cells.iter().filter_map(|m| parse_member(m).ok()).any(|cell| keys.contains(cell.key()));
+                touches |= cells.iter().filter_map(|m| parse_member(m).ok()).any(|cell| wanted.contains(cell.key()));
             }
             if touches {
                 out.extend(self.freeze(id).await?);

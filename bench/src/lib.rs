@@ -27,5 +27,6 @@ pub mod progress;
 pub mod redis_benchmark;
 pub mod report;
 pub mod run;
+pub mod store_apply;
 pub mod targets;
 pub mod workload;

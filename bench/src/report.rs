@@ -43,17 +43,57 @@ pub struct RunSettings {
 }
 
 /// How far the store lagged behind the increments during the run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PendingLag {
     /// Most cells pending at any reading (readings every 100 ms, of the
     /// gauges as of the flusher's last pass).
     pub max_cells: u64,
     /// Oldest pending delta at any reading, milliseconds.
     pub max_age_ms: u64,
+    /// Median over the readings of the oldest pending delta's age, ms.
+    pub age_p50_ms: u64,
+    /// 99th percentile over the readings of that age, ms.
+    pub age_p99_ms: u64,
+    /// Cells the engine found past their age bound (plus two ticks) during
+    /// the load (its `age_bound_exceeded` metric).
+    pub late_cells: u64,
+    /// Cells flushed while the load ran.
+    pub load_cells_flushed: u64,
+    /// Flush passes while the load ran.
+    pub load_flush_passes: u64,
+    /// Time those passes took (the flusher busy), seconds.
+    pub load_flush_busy_s: f64,
     /// Cells pending when the load stopped.
     pub cells_at_end: u64,
     /// Time `shutdown` took to drain what was pending, seconds.
     pub drain_s: f64,
+    /// Cells the drain flushed.
+    pub drain_cells: u64,
+    /// Why the drain failed, if it did.
+    pub drain_error: Option<String>,
+}
+
+impl PendingLag {
+    /// The age readings' maximum, median and 99th percentile.
+    pub fn set_ages(&mut self, mut ages: Vec<u64>) {
+        ages.sort_unstable();
+        let at = |q: f64| ages.get(((ages.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
+        self.max_age_ms = ages.last().copied().unwrap_or(0);
+        self.age_p50_ms = at(0.5);
+        self.age_p99_ms = at(0.99);
+    }
+
+    /// Cells flushed per second of flusher busy time during the load: the
+    /// flush rate while flushing (the load shares the CPU with it).
+    pub fn load_flush_rows_per_busy_s(&self) -> Option<f64> {
+        (self.load_cells_flushed > 0 && self.load_flush_busy_s > 0.0)
+            .then(|| self.load_cells_flushed as f64 / self.load_flush_busy_s)
+    }
+
+    /// Cells the drain flushed per second.
+    pub fn drain_rows_per_s(&self) -> Option<f64> {
+        (self.drain_cells >= 1_000 && self.drain_s > 0.0).then(|| self.drain_cells as f64 / self.drain_s)
+    }
 }
 
 /// Store reads made before the measurement to load the keys into the cache.
@@ -107,6 +147,9 @@ pub struct Phase {
     /// The warm-up before the load (library only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warmup: Option<Warmup>,
+    /// Rows per second, for a baseline that writes rows (the store's batch apply).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_per_sec: Option<f64>,
 }
 
 impl Phase {
@@ -262,12 +305,32 @@ impl RunReport {
                     writeln!(out, "  {} errors, first: {}", phase.errors, phase.first_error.as_deref().unwrap_or("?"));
             }
         }
-        if let Some(lag) = self.library.pending {
+        if let Some(lag) = &self.library.pending {
             let _ = writeln!(
                 out,
-                "\npending lag: at most {} cells, oldest {} ms; {} cells at the end, drained in {:.3} s",
-                lag.max_cells, lag.max_age_ms, lag.cells_at_end, lag.drain_s
+                "\npending lag: at most {} cells; oldest pending delta p50 {} ms, p99 {} ms, max {} ms \
+                 (bound: interval {} s + one tick); {} cells found past the bound",
+                lag.max_cells, lag.age_p50_ms, lag.age_p99_ms, lag.max_age_ms, s.interval_s, lag.late_cells,
             );
+            let _ = writeln!(
+                out,
+                "flush during the load: {} cells in {} passes, flusher busy {:.2} s ({} rows/s while flushing)",
+                lag.load_cells_flushed,
+                lag.load_flush_passes,
+                lag.load_flush_busy_s,
+                optional(lag.load_flush_rows_per_busy_s(), si),
+            );
+            let _ = writeln!(
+                out,
+                "drain at shutdown: {} cells pending, {} flushed in {:.3} s ({} rows/s)",
+                lag.cells_at_end,
+                lag.drain_cells,
+                lag.drain_s,
+                optional(lag.drain_rows_per_s(), si),
+            );
+            if let Some(e) = &lag.drain_error {
+                let _ = writeln!(out, "THE DRAIN FAILED: {e}");
+            }
         }
         if let Some(w) = self.library.warmup {
             let _ = writeln!(

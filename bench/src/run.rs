@@ -15,7 +15,7 @@ use crate::progress::PhaseProgress;
 use crate::report::{PendingLag, Phase, Ratio, RunReport, RunSettings, Warmup};
 use crate::targets::{DashMapBaseline, DirectStoreBaseline, LibraryTarget};
 use crate::workload::{DeltaMix, Distribution, key_names, task_sequences};
-use crate::{memcache_raw, redis_benchmark};
+use crate::{memcache_raw, redis_benchmark, store_apply};
 
 /// Keys loaded per store read during the warm-up.
 const WARM_CHUNK: usize = 500;
@@ -37,6 +37,10 @@ pub enum Baseline {
     RedisBenchmark,
     /// Raw pipelined `incr`s against the cache's memcached.
     MemcacheRaw,
+    /// The store's own batch-apply rate: batches of its largest size
+    /// applied back to back (no cache, no engine), the ceiling of the flush
+    /// rate.
+    StoreApply,
 }
 
 /// Everything `counters-load run` is told.
@@ -173,6 +177,14 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, String> {
             }
             Baseline::RedisBenchmark => redis_benchmark_phase(&options.cache, options).await,
             Baseline::MemcacheRaw => memcache_raw_phase(&options.cache, &id, options).await,
+            Baseline::StoreApply => {
+                let url = if default_store {
+                    backends::sqlite_url_in(temp.path(), "apply.sqlite")
+                } else {
+                    store_url.clone()
+                };
+                store_apply_phase(&url, &id, options).await
+            }
             Baseline::Auto | Baseline::None => continue,
         };
         match measured {
@@ -266,23 +278,33 @@ async fn library_phase<C: CacheLayer>(
     let name = if options.combining { "library (combining)" } else { "library" };
     let progress = PhaseProgress::new(name, &spec, options.progress);
     let mut lag = PendingLag::default();
+    let mut ages = Vec::new();
     process_memory::reset_peak();
     let rss_before = process_memory::read().rss_bytes;
     let observed = target.clone();
+    let before_load = target.counters.metrics();
     let outcome = run_load(target.clone(), sequences, spec, |done, elapsed| {
         progress.update(done, elapsed);
         let m = observed.counters.metrics();
         lag.max_cells = lag.max_cells.max(m.pending_cells);
-        lag.max_age_ms = lag.max_age_ms.max(m.oldest_pending_age.map_or(0, |a| a.as_millis() as u64));
+        ages.push(m.oldest_pending_age.map_or(0, |a| a.as_millis() as u64));
     })
     .await;
-    lag.cells_at_end = target.counters.metrics().pending_cells;
+    let after_load = target.counters.metrics();
+    lag.set_ages(ages);
+    lag.cells_at_end = after_load.pending_cells;
+    lag.late_cells = after_load.age_bound_exceeded - before_load.age_bound_exceeded;
+    lag.load_cells_flushed = after_load.cells_flushed - before_load.cells_flushed;
+    lag.load_flush_busy_s = (after_load.flush_time - before_load.flush_time).as_secs_f64();
+    lag.load_flush_passes = after_load.flush_passes - before_load.flush_passes;
     progress.message("draining");
     let drain_started = Instant::now();
     let drained = target.counters.shutdown().await;
     lag.drain_s = drain_started.elapsed().as_secs_f64();
+    lag.drain_cells = target.counters.metrics().cells_flushed - after_load.cells_flushed;
     progress.finish();
-    drained.map_err(|e| format!("the drain at shutdown failed: {e}"))?;
+    // A failed drain is reported with the figures (the run then fails).
+    lag.drain_error = drained.err().map(|e| e.to_string());
 
     let mut phase = Phase::from_load(name, &outcome).with_store(store.counts().since(&warmup.store));
     phase.peak_rss_bytes = Some(process_memory::read().peak_bytes);
@@ -324,6 +346,28 @@ async fn direct_phase(store_url: &str, id: &str, options: &RunOptions) -> Result
     Ok(Phase::from_load(name, &outcome).with_store(store.counts()))
 }
 
+async fn store_apply_phase(store_url: &str, id: &str, options: &RunOptions) -> Result<Phase, String> {
+    let store = Arc::new(CountingStore::new(backends::open_store(store_url).await?));
+    let keys = keys_of(&key_names(&format!("{id}:apply"), options.keys))?;
+    let size = store.capabilities().max_batch.clamp(1, keys.len().max(1));
+    let name = format!("baseline: {} batch apply, {size} rows", backends::scheme(store_url));
+    let progress = PhaseProgress::spinner(&name, options.progress);
+    let duration = options.direct_duration.unwrap_or(options.duration);
+    let rate = store_apply::measure(store.clone(), &keys, duration).await;
+    progress.finish();
+    let rate = rate?;
+    let mut phase = Phase {
+        name,
+        increments: rate.rows,
+        elapsed_s: rate.elapsed.as_secs_f64(),
+        ops_per_sec: rate.rows_per_sec(),
+        ..Phase::default()
+    }
+    .with_store(store.counts());
+    phase.rows_per_sec = Some(rate.rows_per_sec());
+    Ok(phase)
+}
+
 async fn redis_benchmark_phase(cache: &str, options: &RunOptions) -> Result<Phase, String> {
     let progress = PhaseProgress::spinner("baseline: redis-benchmark", options.progress);
     progress.message("redis-benchmark -t incr -P 16");
@@ -362,6 +406,25 @@ async fn memcache_raw_phase(cache: &str, id: &str, options: &RunOptions) -> Resu
 fn ratios(library: &Phase, baselines: &[Phase]) -> Vec<Ratio> {
     let mut out = Vec::new();
     for baseline in baselines {
+        if let Some(apply) = baseline.rows_per_sec {
+            // The store's ceiling: the flush rates are compared with it.
+            if let Some(lag) = &library.pending {
+                for (name, rate) in [
+                    ("flush rows/s while flushing, during the load", lag.load_flush_rows_per_busy_s()),
+                    ("flush rows/s during the drain at shutdown", lag.drain_rows_per_s()),
+                ] {
+                    if let Some(rate) = rate {
+                        out.push(Ratio {
+                            name: format!("{name} / {}", baseline.name),
+                            value: rate / apply.max(1e-9),
+                            library: rate,
+                            baseline: apply,
+                        });
+                    }
+                }
+            }
+            continue;
+        }
         out.push(Ratio::throughput(library, baseline));
         if let (Some(direct), Some(lib)) = (baseline.requests_per_increment, library.requests_per_increment) {
             out.push(Ratio {

@@ -209,6 +209,43 @@ pub async fn hung_store_gets_backpressure_at_the_bound<C: CacheLayer + ?Sized, S
     }
 }
 
+/// A store that works but cannot keep up (every apply takes far longer than
+/// the policy's interval) is reported, not hidden: the engine counts the
+/// cells it found pending past their age bound, and loses nothing.
+pub async fn slow_store_is_reported_as_exceeding_the_age_bound<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
+    b: &Backends<C, S>,
+) {
+    // A 20 ms bound, a pass every 10 ms.
+    let c = b.flushing_every(20).build().unwrap();
+    let keys: Vec<Key> = (0..8).map(|i| b.key(&format!("slow{i}"))).collect();
+    for k in &keys {
+        c.incr(k, 0).await.unwrap();
+    }
+    c.flush().await.unwrap();
+    assert_eq!(c.metrics().age_bound_exceeded, 0, "nothing was pending yet");
+    b.store.set_apply_delay(Duration::from_millis(250));
+    // While an apply takes 250 ms, the increments that keep coming dirty the
+    // counters again: the next pass finds them far past 20 ms and a tick.
+    let mut counted = vec![0i64; keys.len()];
+    for round in 0..150 {
+        for (i, k) in keys.iter().enumerate() {
+            c.incr(k, 1).await.unwrap();
+            counted[i] += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if round >= 10 && c.metrics().age_bound_exceeded > 0 {
+            break;
+        }
+    }
+    let late = c.metrics().age_bound_exceeded;
+    assert!(late > 0, "a store 12x slower than the interval went unreported");
+    b.store.set_apply_delay(Duration::ZERO);
+    c.shutdown().await.unwrap();
+    for (k, n) in keys.iter().zip(&counted) {
+        assert_eq!(b.durable(k).await.unwrap_or(0), *n, "{k}: a slow store must not lose or double anything");
+    }
+}
+
 /// A write-through (immediate policy, `put`) that does not complete is a
 /// `Deferred` error: counted, with its total, and landing once later.
 pub async fn write_through_failure_is_deferred_and_lands_once<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(

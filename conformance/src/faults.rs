@@ -1,6 +1,6 @@
 //! Stores that misbehave on purpose: one that fails before applying, one
 //! that applies and then loses its ack, one that is down altogether, one
-//! that hangs, one that refuses some cells or everything for good, one that
+//! that hangs, one that is slow (every apply takes a while, then lands), one that refuses some cells or everything for good, one that
 //! cannot keep the protocol, and deliberately broken ones (a retried batch
 //! applied twice, refused batches dropped) to prove the suite catches them.
 
@@ -31,6 +31,8 @@ pub struct FaultyStore<S: DurableStore + ?Sized> {
     hanging: watch::Sender<bool>,
     /// Applies hung and not answered yet.
     hung: Arc<AtomicU64>,
+    /// Microseconds every apply waits before it reaches the store.
+    apply_delay_us: AtomicU64,
     apply_calls: AtomicU64,
     ledger: Arc<Ledger>,
 }
@@ -77,6 +79,7 @@ impl<S: DurableStore + ?Sized> FaultyStore<S> {
             refused: Mutex::new(HashSet::new()),
             hanging: watch::channel(false).0,
             hung: Arc::new(AtomicU64::new(0)),
+            apply_delay_us: AtomicU64::new(0),
             apply_calls: AtomicU64::new(0),
             ledger: Arc::default(),
         }
@@ -130,6 +133,12 @@ impl<S: DurableStore + ?Sized> FaultyStore<S> {
     /// that answers late).
     pub fn set_hanging(&self, on: bool) {
         self.hanging.send_replace(on);
+    }
+
+    /// Every apply waits `delay` before it reaches the store, and then
+    /// lands normally: a store that works but cannot keep up. Zero ends it.
+    pub fn set_apply_delay(&self, delay: std::time::Duration) {
+        self.apply_delay_us.store(delay.as_micros().min(u128::from(u64::MAX)) as u64, SeqCst);
     }
 
     /// Ends a hang and waits until every hung apply reached the store.
@@ -211,6 +220,10 @@ impl<S: DurableStore + ?Sized> DurableStore for FaultyStore<S> {
                 outcome
             });
             return landed.await.expect("hung apply task");
+        }
+        let delay = self.apply_delay_us.load(SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(delay)).await;
         }
         self.check_up()?;
         if self.permanent.load(SeqCst) {

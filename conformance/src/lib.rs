@@ -72,6 +72,7 @@ macro_rules! conformance_suite {
             refused_cell_survives_shutdown,
             permanent_store_failure_stops_retrying_and_keeps_deltas,
             hung_store_gets_backpressure_at_the_bound,
+            slow_store_is_reported_as_exceeding_the_age_bound,
             write_through_failure_is_deferred_and_lands_once,
             store_without_the_protocol_is_refused_before_any_write,
             flush_reports_outstanding_claims_and_recovers_them,

@@ -87,12 +87,16 @@ impl Backlog {
         if known {
             return false;
         }
-        for entry in &batch.entries {
-            if let Cell::Counter(key) = &entry.cell {
-                if !r.keys.contains(key) {
-                    r.keys.push(key.clone());
-                }
-            }
+        // Sorted and deduplicated as a whole: a batch holds thousands of
+        // cells, and a search per cell would cost their square.
+        let before = r.keys.len();
+        r.keys.extend(batch.entries.iter().filter_map(|e| match &e.cell {
+            Cell::Counter(key) => Some(key.clone()),
+            Cell::Slice(_) => None,
+        }));
+        if r.keys.len() > before {
+            r.keys.sort_unstable();
+            r.keys.dedup();
         }
         self.cells += batch.entries.len() as u64;
         r.pieces.push(Piece::new(batch));

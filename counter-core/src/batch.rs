@@ -184,6 +184,13 @@ impl Batch {
     pub fn touches(&self, key: &crate::Key) -> bool {
         self.entries.iter().any(|e| e.cell.key() == key)
     }
+
+    /// Whether a cell of this batch belongs to one of `keys` (a set, so
+    /// that a batch of thousands of cells is checked against thousands of
+    /// keys in linear time).
+    pub fn touches_any(&self, keys: &std::collections::HashSet<&crate::Key>) -> bool {
+        self.entries.iter().any(|e| keys.contains(e.cell.key()))
+    }
 }
 
 impl Default for Batch {

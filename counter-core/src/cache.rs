@@ -175,7 +175,8 @@ pub trait CacheLayer: Send + Sync + std::fmt::Debug + 'static {
     /// [`claims(0)`](Self::claims).
     async fn claims_for(&self, keys: &[Key]) -> Result<Vec<Batch>> {
         let claims = self.claims(0).await?;
-        Ok(claims.into_iter().filter(|batch| keys.iter().any(|key| batch.touches(key))).collect())
+        let wanted: std::collections::HashSet<&Key> = keys.iter().collect();
+        Ok(claims.into_iter().filter(|batch| batch.touches_any(&wanted)).collect())
     }
 
     /// The claims recorded and not acknowledged with a cell of one of

@@ -382,13 +382,15 @@ impl<C: CacheLayer> CacheLayer for CombiningCache<C> {
 
     async fn claims_for(&self, keys: &[Key]) -> Result<Vec<Batch>> {
         let mut out = self.inner.claims_for(keys).await?;
-        out.extend(self.local_claims(|b| keys.iter().any(|k| b.touches(k))));
+        let wanted: std::collections::HashSet<&Key> = keys.iter().collect();
+        out.extend(self.local_claims(|b| b.touches_any(&wanted)));
         Ok(out)
     }
 
     async fn claimed_keys(&self, keys: &[Key]) -> Result<Vec<(BatchId, Vec<Key>)>> {
         let mut out = self.inner.claimed_keys(keys).await?;
-        for batch in self.local_claims(|b| keys.iter().any(|k| b.touches(k))) {
+        let wanted: std::collections::HashSet<&Key> = keys.iter().collect();
+        for batch in self.local_claims(|b| b.touches_any(&wanted)) {
             out.push((batch.id, batch.entries.iter().map(|e| e.cell.key().clone()).collect()));
         }
         Ok(out)

@@ -61,6 +61,7 @@ pub(crate) struct Config {
     pub(crate) spill_dir: Option<std::path::PathBuf>,
     pub(crate) reconcile_every: Option<Duration>,
     pub(crate) reconcile_limit: usize,
+    pub(crate) flush_in_flight: usize,
 }
 
 impl Default for Config {
@@ -80,6 +81,7 @@ impl Default for Config {
             spill_dir: None,
             reconcile_every: None,
             reconcile_limit: 10_000,
+            flush_in_flight: 2,
         }
     }
 }
@@ -89,6 +91,12 @@ impl Config {
     /// shortest interval of any family, unless set.
     pub(crate) fn reconcile_every(&self) -> Duration {
         self.reconcile_every.unwrap_or_else(|| self.families.shortest_interval())
+    }
+
+    /// Cells asked of the cache per page of dirty cells: enough for every
+    /// batch in flight a few times over (a page ends the pipeline).
+    pub(crate) fn dirty_page(&self, batch: usize) -> usize {
+        batch.saturating_mul(self.flush_in_flight).saturating_mul(4).clamp(10_000, 100_000)
     }
 
     /// How often the background flusher looks for due counters: a quarter of

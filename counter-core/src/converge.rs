@@ -202,21 +202,33 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     }
 
     /// One pass: the counters of landed batches, then, when the sweep is
-    /// due (or `sweep`), the next counters of the watched round.
-    pub(crate) async fn converge(&self, sweep: bool) -> Result<u64> {
+    /// due (or `sweep`), the next counters of the watched round. With
+    /// `bounded` (the background flusher's passes), at most
+    /// `reconcile_limit` counters of landed batches per pass, the rest at
+    /// the next ones, so that reading back what was flushed never costs the
+    /// store more than a bounded share of its time.
+    pub(crate) async fn converge(&self, sweep: bool, bounded: bool) -> Result<u64> {
         let now = now_ms();
         let every = self.config.reconcile_every().as_millis() as u64;
         let due = sweep || now.saturating_sub(self.last_sweep_ms.load(Relaxed)) >= every;
-        let mut keys: Vec<Key> = self.watched.soon.lock().expect("watched lock").drain().collect();
+        let mut keys: Vec<Key> = {
+            let mut soon = self.watched.soon.lock().expect("watched lock");
+            if bounded && soon.len() > self.config.reconcile_limit {
+                let taken: Vec<Key> = soon.iter().take(self.config.reconcile_limit).cloned().collect();
+                taken.iter().for_each(|k| {
+                    soon.remove(k);
+                });
+                taken
+            } else {
+                soon.drain().collect()
+            }
+        };
         if due {
             let limit = if sweep { usize::MAX } else { self.config.reconcile_limit };
-            keys.extend(self.watched.next(limit));
-        }
-        if due {
+            let from_soon: HashSet<Key> = keys.iter().cloned().collect();
+            keys.extend(self.watched.next(limit).into_iter().filter(|k| !from_soon.contains(k)));
             self.last_sweep_ms.store(now, Relaxed);
         }
-        keys.sort();
-        keys.dedup();
         let mut corrected = 0;
         for page in keys.chunks(1_000) {
             corrected += self.reconcile(page).await?;

@@ -189,6 +189,16 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> CountersBuilder<C, S> {
         self
     }
 
+    /// Most batches one flush has in flight at once (default 2, at least
+    /// 1): while the store applies one, the next is claimed and sent, so
+    /// that the engine's own work overlaps the store's. Every batch keeps
+    /// its identity, so this changes nothing about exactly-once; the cells
+    /// of the batches in flight at once are distinct.
+    pub fn flush_in_flight(mut self, batches: usize) -> Self {
+        self.config.flush_in_flight = batches.max(1);
+        self
+    }
+
     /// Whether to run the background flusher (default yes). Without it,
     /// only `flush`, `shutdown` and eager policies write to the store.
     pub fn background(mut self, on: bool) -> Self {
@@ -667,7 +677,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     /// [`flush`](Self::flush) with options.
     pub async fn flush_with(&self, options: &FlushOptions) -> Result<FlushReport> {
         let _call = self.engine.gate.enter()?;
-        let result = self.engine.flush_all(options.recover_claims).await;
+        let result = self.engine.flush_all(options.recover_claims, true).await;
         self.engine.refresh_gauges().await?;
         result
     }
@@ -681,7 +691,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     /// many counters it corrected.
     pub async fn converge(&self) -> Result<u64> {
         let _call = self.engine.gate.enter()?;
-        self.engine.converge(true).await
+        self.engine.converge(true, false).await
     }
 
     /// The deltas of each counter taken from the cache that have not landed

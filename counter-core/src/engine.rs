@@ -292,7 +292,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                 }
             }
         }
-        let touching = |p: &Piece| keys.iter().any(|k| p.batch.touches(k));
+        let wanted: std::collections::HashSet<&Key> = keys.iter().collect();
+        let touching = |p: &Piece| p.batch.touches_any(&wanted);
         let todo = self.backlog().pieces(touching);
         let mut report = FlushReport::default();
         let errors = self.land_in_passes(todo, &mut report).await;
@@ -405,13 +406,23 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     pub(crate) async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let tick = self.config.tick();
         let mut failures: u32 = 0;
+        // Passes start a tick apart, counted from the start of the last one
+        // (a pass that took longer is followed at once): a counter due just
+        // after a pass started waits at most a tick past its bound. After a
+        // failure, the backoff counts from the end of the failed pass.
+        let mut last_start = tokio::time::Instant::now();
         loop {
-            let pause = if failures == 0 { tick } else { self.config.retry.backoff(failures.min(8)).max(tick) };
+            let (from, pause) = if failures == 0 {
+                (last_start, tick)
+            } else {
+                (tokio::time::Instant::now(), self.config.retry.backoff(failures.min(8)).max(tick))
+            };
             tokio::select! {
                 _ = stop.changed() => break,
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep_until(from + pause) => {}
                 _ = self.wake.notified() => {}
             }
+            last_start = tokio::time::Instant::now();
             match self.flush_due().await {
                 Ok(report) if report.batches > 0 => {
                     failures = 0;
@@ -426,7 +437,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                     }
                 }
             }
-            if let Err(e) = self.converge(false).await {
+            if let Err(e) = self.converge(false, true).await {
                 debug!(error = %e, "could not reconcile cached totals with the store");
             }
             if let Err(e) = self.refresh_gauges().await {

@@ -60,6 +60,13 @@ pub(crate) struct Metrics {
     pub(crate) oldest_dirty_ms: AtomicU64,
     pub(crate) store_nanos: AtomicU64,
     pub(crate) store_calls: AtomicU64,
+    /// Cells found pending past their age bound (plus two ticks).
+    pub(crate) late_cells: AtomicU64,
+    /// Flush passes (background and explicit) and the time they took.
+    pub(crate) flush_passes: AtomicU64,
+    pub(crate) flush_nanos: AtomicU64,
+    /// When the last "age bound exceeded" warning was logged (ms).
+    pub(crate) last_late_warning_ms: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
 }
 
@@ -90,6 +97,9 @@ impl Metrics {
                 .then(|| Duration::from_millis(crate::batch::now_ms().saturating_sub(oldest))),
             store_applies: calls,
             store_apply_time: Duration::from_nanos(self.store_nanos.load(Relaxed)),
+            age_bound_exceeded: self.late_cells.load(Relaxed),
+            flush_passes: self.flush_passes.load(Relaxed),
+            flush_time: Duration::from_nanos(self.flush_nanos.load(Relaxed)),
             last_error: self.last_error.lock().expect("metrics lock").clone(),
         }
     }
@@ -136,6 +146,17 @@ pub struct MetricsSnapshot {
     pub store_applies: u64,
     /// Time spent in those calls.
     pub store_apply_time: Duration,
+    /// Cells the flusher found pending longer than their policy's age bound
+    /// plus two flusher ticks (one tick is the bound's allowance, the other
+    /// absorbs timer jitter): the store, or the flusher, is not keeping up
+    /// with the counters being dirtied. Each is also logged, at most once
+    /// every 10 seconds. Rising means the age bound no longer holds.
+    pub age_bound_exceeded: u64,
+    /// Flush passes run (background and explicit ones).
+    pub flush_passes: u64,
+    /// Time those passes took: busy time of the flusher. Cells flushed over
+    /// this time is the flush rate while flushing.
+    pub flush_time: Duration,
     /// The last error the flusher met, if any.
     pub last_error: Option<String>,
 }

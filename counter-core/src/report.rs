@@ -39,6 +39,14 @@ impl FlushReport {
         }
     }
 
+    /// Adds what another report moved (batches, cells, recoveries).
+    pub(crate) fn add_moved(&mut self, other: &FlushReport) {
+        self.batches += other.batches;
+        self.counters += other.counters;
+        self.slices += other.slices;
+        self.recovered += other.recovered;
+    }
+
     /// Merges another report into this one (the outstanding claims are the
     /// other's: the later reading).
     pub fn merge(&mut self, other: FlushReport) {

@@ -48,7 +48,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
                 let _ = task.await;
             }
         }
-        let drained = match tokio::time::timeout(engine.config.shutdown_timeout, engine.flush_all(false)).await {
+        let drained = match tokio::time::timeout(engine.config.shutdown_timeout, engine.flush_all(false, false)).await {
             Ok(result) => result,
             Err(_) => Err(Error::new(
                 ErrorKind::Unavailable,

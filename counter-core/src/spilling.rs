@@ -13,7 +13,6 @@ use crate::cache::CacheLayer;
 use crate::cell::Cell;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::flushing::DIRTY_PAGE;
 use crate::store::DurableStore;
 
 /// A spill journal file written, and what it holds: (file, batches, cells).
@@ -40,14 +39,13 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         // Whatever is still pending in an in-process cache goes into batches too.
         if claim_pending {
             loop {
-                let dirty = self.cache.dirty(u64::MAX, DIRTY_PAGE).await?;
+                let dirty = self.cache.dirty(u64::MAX, self.config.dirty_page(self.batch_size())).await?;
                 if dirty.is_empty() {
                     break;
                 }
                 let cells: Vec<Cell> = dirty.into_iter().map(|d| d.cell).collect();
-                let chunk = self.cache.capabilities().max_claim.min(self.store.capabilities().max_batch).max(1);
                 let mut claimed = false;
-                for part in cells.chunks(chunk) {
+                for part in cells.chunks(self.batch_size()) {
                     let batch = self.cache.claim(BatchId::new(), part).await?;
                     if !batch.is_empty() {
                         claimed = true;

@@ -12,6 +12,7 @@
 //! | `counters_recovered_claims_total` | counter | engine snapshot |
 //! | `counters_backpressure_rejections_total` | counter | engine snapshot |
 //! | `counters_store_applies_total` | counter | engine snapshot |
+//! | `counters_age_bound_exceeded_total` | counter | engine snapshot: cells found pending past their age bound (the store is not keeping up) |
 //! | `counters_pending_cells` | gauge | engine snapshot |
 //! | `counters_oldest_pending_age_seconds` | gauge | engine snapshot (0 when nothing is pending) |
 //! | `counters_last_flush_error` | gauge | 1 while the flusher's last error is set |
@@ -108,6 +109,7 @@ impl ServiceMetrics {
             counter!("counters_recovered_claims_total").absolute(snapshot.recovered_claims);
             counter!("counters_backpressure_rejections_total").absolute(snapshot.backpressure_rejections);
             counter!("counters_store_applies_total").absolute(snapshot.store_applies);
+            counter!("counters_age_bound_exceeded_total").absolute(snapshot.age_bound_exceeded);
             gauge!("counters_pending_cells").set(snapshot.pending_cells as f64);
             gauge!("counters_oldest_pending_age_seconds")
                 .set(snapshot.oldest_pending_age.map_or(0.0, |age| age.as_secs_f64()));
@@ -130,6 +132,10 @@ fn describe() {
     describe_counter!("counters_recovered_claims_total", "Claims of a dead flusher applied by this one.");
     describe_counter!("counters_backpressure_rejections_total", "Increments refused with backpressure.");
     describe_counter!("counters_store_applies_total", "Calls to the store's apply.");
+    describe_counter!(
+        "counters_age_bound_exceeded_total",
+        "Cells found pending longer than their policy's age bound plus two flusher ticks: the store is not keeping up."
+    );
     describe_gauge!("counters_pending_cells", "Cells with a pending delta at the engine's last reading.");
     describe_gauge!(
         "counters_oldest_pending_age_seconds",

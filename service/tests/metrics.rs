@@ -59,6 +59,7 @@ async fn metrics_parse_as_prometheus_text_with_the_named_series() {
         "counters_recovered_claims_total",
         "counters_backpressure_rejections_total",
         "counters_store_applies_total",
+        "counters_age_bound_exceeded_total",
         "counters_pending_cells",
         "counters_oldest_pending_age_seconds",
         "counters_last_flush_error",

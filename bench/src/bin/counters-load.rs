@@ -159,6 +159,9 @@ async fn main_async(cli: Cli, workers: usize) -> Result<(), String> {
             let options = run_options(args, !cli.quiet && !cli.json, workers)?;
             let report = run::run(&options).await?;
             print(&cli, &report, || report.table())?;
+            if let Some(e) = report.library.pending.as_ref().and_then(|lag| lag.drain_error.as_ref()) {
+                return Err(format!("the drain at shutdown failed: {e}"));
+            }
             if report.library.increments == 0 {
                 return Err(format!(
                     "the library made no increment: {}",

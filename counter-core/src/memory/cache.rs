@@ -1,6 +1,6 @@
 //! The in-process cache, built for the hot path.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::SeqCst};
 
@@ -52,21 +52,22 @@ impl Entry {
     /// Moves the pending delta out: `F := T`, or by at most an i64 when
     /// `T - F` is beyond it. Clears the dirty mark first, so an increment
     /// racing with the claim marks the entry dirty again. Returns (delta,
-    /// whether it was marked dirty, whether a remainder is still pending).
-    fn claim(&self) -> (i64, bool, bool) {
-        let was_dirty = self.dirty_since.swap(0, SeqCst) != 0;
+    /// the dirty stamp it had (0: clean), whether a remainder is still
+    /// pending).
+    fn claim(&self) -> (i64, u64, bool) {
+        let stamp = self.dirty_since.swap(0, SeqCst);
         loop {
             let flushed = self.flushed.load(SeqCst);
             let total = self.total.load(SeqCst);
             let pending = i128::from(total) - i128::from(flushed);
             if pending == 0 {
-                return (0, was_dirty, false);
+                return (0, stamp, false);
             }
             let delta = pending.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
             // F + delta lies between F and T, so it is an i64.
             let new_flushed = flushed + delta;
             if self.flushed.compare_exchange(flushed, new_flushed, SeqCst, SeqCst).is_ok() {
-                return (delta, was_dirty, new_flushed != total);
+                return (delta, stamp, new_flushed != total);
             }
         }
     }
@@ -90,8 +91,10 @@ fn overflow_total() -> Error {
 /// Counters live in a sharded concurrent map (no global lock); an increment
 /// of a cached counter is a shard read lock and a few atomic operations, with
 /// no allocation and no future (it goes through
-/// [`CacheLayer::incr_now`]). A counter that turns dirty is queued once, so
-/// a flush costs in proportion to the dirty counters, not to all of them.
+/// [`CacheLayer::incr_now`]). A counter that turns dirty enters an index
+/// ordered by the time it did, once, and leaves it when claimed, so a flush
+/// costs in proportion to the cells it takes, not to all the counters (nor
+/// to all the dirty ones).
 ///
 /// Not shared across processes: a crash of the process loses the pending
 /// deltas, within the bound the write-behind policy allows. Claims live in
@@ -101,9 +104,10 @@ fn overflow_total() -> Error {
 pub struct MemoryCache {
     counters: DashMap<Key, Entry>,
     slices: DashMap<SliceId, Entry>,
-    /// Cells in the order they became dirty, with the stamp they got; stale
-    /// items (claimed, removed) are dropped lazily.
-    dirty_queue: Mutex<VecDeque<(Cell, u64)>>,
+    /// Dirty cells by the stamp they got when they became dirty. A claim
+    /// takes its cells out; an item whose cell has another stamp since
+    /// (claimed by a racing path, removed) is stale and dropped where met.
+    dirty_index: Mutex<BTreeSet<(u64, Cell)>>,
     dirty_cells: AtomicU64,
     claims: Mutex<HashMap<BatchId, Batch>>,
 }
@@ -124,9 +128,29 @@ impl MemoryCache {
         self.counters.is_empty()
     }
 
-    fn queue_dirty(&self, cell: Cell, stamp: u64) {
+    fn index_dirty(&self, cell: Cell, stamp: u64) {
         self.dirty_cells.fetch_add(1, SeqCst);
-        self.dirty_queue.lock().expect("dirty queue lock").push_back((cell, stamp));
+        self.dirty_index.lock().expect("dirty index lock").insert((stamp, cell));
+    }
+
+    /// Whether `cell` is dirty with `stamp` (an index item is live).
+    fn is_dirty_with(&self, cell: &Cell, stamp: u64) -> bool {
+        self.with_entry(cell, |e| e.dirty_since.load(SeqCst) == stamp) == Some(true)
+    }
+
+    /// Takes claimed cells out of the dirty index. An item stays if its
+    /// cell became dirty again with the same stamp (same millisecond)
+    /// meanwhile: it is that new mark's item.
+    fn unindex(&self, claimed: &[(u64, Cell)]) {
+        if claimed.is_empty() {
+            return;
+        }
+        let mut index = self.dirty_index.lock().expect("dirty index lock");
+        for (stamp, cell) in claimed {
+            if !self.is_dirty_with(cell, *stamp) {
+                index.remove(&(*stamp, cell.clone()));
+            }
+        }
     }
 
     fn with_entry<T>(&self, cell: &Cell, f: impl FnOnce(&Entry) -> T) -> Option<T> {
@@ -145,10 +169,10 @@ impl MemoryCache {
             let stamp = if delta != 0 { entry.mark_dirty() } else { None };
             (total, pending, stamp)
         };
-        // The shard lock is released before the queue lock is taken: the
-        // queue lock is only ever taken first.
+        // The shard lock is released before the index lock is taken: the
+        // index lock is only ever taken first.
         if let Some(stamp) = stamp {
-            self.queue_dirty(Cell::Counter(key.clone()), stamp);
+            self.index_dirty(Cell::Counter(key.clone()), stamp);
         }
         Ok(CacheIncr::Applied { total, pending })
     }
@@ -185,7 +209,7 @@ impl CacheLayer for MemoryCache {
             (entry.total.load(SeqCst), stamp)
         };
         if let Some(stamp) = stamp {
-            self.queue_dirty(Cell::Counter(key.clone()), stamp);
+            self.index_dirty(Cell::Counter(key.clone()), stamp);
         }
         Ok(total)
     }
@@ -200,7 +224,7 @@ impl CacheLayer for MemoryCache {
                 entry.add(delta).map(|_| entry.mark_dirty())
             };
             match added {
-                Ok(Some(stamp)) => self.queue_dirty(Cell::Slice(slice.clone()), stamp),
+                Ok(Some(stamp)) => self.index_dirty(Cell::Slice(slice.clone()), stamp),
                 Ok(None) => {}
                 Err(e) => {
                     // Undo the slices already counted: all or nothing.
@@ -226,7 +250,7 @@ impl CacheLayer for MemoryCache {
             (old, stamp)
         };
         if let Some(stamp) = stamp {
-            self.queue_dirty(Cell::Counter(key.clone()), stamp);
+            self.index_dirty(Cell::Counter(key.clone()), stamp);
         }
         Ok(Some(old))
     }
@@ -267,21 +291,22 @@ impl CacheLayer for MemoryCache {
     }
 
     async fn dirty(&self, dirty_before_ms: u64, limit: usize) -> Result<Vec<DirtyCell>> {
-        let mut queue = self.dirty_queue.lock().expect("dirty queue lock");
-        // Drop stale items: the cell is gone, or was claimed since (its stamp changed).
-        queue.retain(|(cell, stamp)| self.with_entry(cell, |e| e.dirty_since.load(SeqCst) == *stamp) == Some(true));
-        let mut seen = HashSet::new();
+        let mut index = self.dirty_index.lock().expect("dirty index lock");
         let mut out = Vec::new();
-        for (cell, stamp) in queue.iter() {
-            if out.len() >= limit {
+        let mut stale = Vec::new();
+        for (stamp, cell) in index.iter() {
+            if out.len() >= limit || *stamp > dirty_before_ms {
                 break;
             }
-            if *stamp > dirty_before_ms || !seen.insert(cell) {
-                continue;
+            match self.with_entry(cell, |e| (e.dirty_since.load(SeqCst) == *stamp).then(|| e.value())) {
+                Some(Some(value)) => {
+                    out.push(DirtyCell { cell: cell.clone(), pending: value.pending, dirty_since_ms: *stamp })
+                }
+                _ => stale.push((*stamp, cell.clone())),
             }
-            if let Some(value) = self.with_entry(cell, Entry::value) {
-                out.push(DirtyCell { cell: cell.clone(), pending: value.pending, dirty_since_ms: *stamp });
-            }
+        }
+        for item in &stale {
+            index.remove(item);
         }
         Ok(out)
     }
@@ -293,22 +318,24 @@ impl CacheLayer for MemoryCache {
         let mut claims = self.claims.lock().expect("claims lock");
         let mut batch = Batch::claimed(id, Vec::with_capacity(cells.len()));
         let mut seen = HashSet::new();
+        let mut unmarked = Vec::with_capacity(cells.len());
         for cell in cells {
             if !seen.insert(cell) {
                 continue;
             }
             // A remainder beyond i64 stays pending: the cell is marked dirty again.
-            let Some((delta, was_dirty, stamp)) = self.with_entry(cell, |e| {
-                let (delta, was_dirty, remainder) = e.claim();
-                (delta, was_dirty, if remainder { e.mark_dirty() } else { None })
+            let Some((delta, old_stamp, stamp)) = self.with_entry(cell, |e| {
+                let (delta, old_stamp, remainder) = e.claim();
+                (delta, old_stamp, if remainder { e.mark_dirty() } else { None })
             }) else {
                 continue;
             };
-            if was_dirty {
+            if old_stamp != 0 {
                 self.dirty_cells.fetch_sub(1, SeqCst);
+                unmarked.push((old_stamp, cell.clone()));
             }
             if let Some(stamp) = stamp {
-                self.queue_dirty(cell.clone(), stamp);
+                self.index_dirty(cell.clone(), stamp);
             }
             if delta != 0 {
                 batch.entries.push(BatchEntry { cell: cell.clone(), delta });
@@ -318,6 +345,7 @@ impl CacheLayer for MemoryCache {
                 self.slices.remove_if(slice, |_, e| e.is_clean());
             }
         }
+        self.unindex(&unmarked);
         if !batch.is_empty() {
             claims.insert(id, batch.clone());
         }
@@ -340,11 +368,14 @@ impl CacheLayer for MemoryCache {
 
     async fn stats(&self) -> Result<CacheStats> {
         let oldest_dirty_ms = {
-            let queue = self.dirty_queue.lock().expect("dirty queue lock");
-            queue
-                .iter()
-                .find(|(cell, stamp)| self.with_entry(cell, |e| e.dirty_since.load(SeqCst) == *stamp) == Some(true))
-                .map(|(_, stamp)| *stamp)
+            let mut index = self.dirty_index.lock().expect("dirty index lock");
+            loop {
+                let Some((stamp, cell)) = index.first() else { break None };
+                if self.is_dirty_with(cell, *stamp) {
+                    break Some(*stamp);
+                }
+                index.pop_first();
+            }
         };
         Ok(CacheStats {
             dirty_cells: self.dirty_cells.load(SeqCst),
@@ -357,13 +388,13 @@ impl CacheLayer for MemoryCache {
 #[async_trait]
 impl CacheFaults for MemoryCache {
     async fn lose_everything(&self) -> Result<()> {
-        // Claims first: a claim takes the claims lock, then the queue's.
+        // Claims first: a claim takes the claims lock, then the index's.
         let mut claims = self.claims.lock().expect("claims lock");
-        let mut queue = self.dirty_queue.lock().expect("dirty queue lock");
+        let mut index = self.dirty_index.lock().expect("dirty index lock");
         self.counters.clear();
         self.slices.clear();
         claims.clear();
-        queue.clear();
+        index.clear();
         self.dirty_cells.store(0, SeqCst);
         Ok(())
     }
@@ -436,6 +467,47 @@ mod tests {
         }
         assert_eq!(moved, u64::MAX as i128, "every part moves, none twice");
         assert!(cache.dirty(u64::MAX, 10).await.unwrap().is_empty());
+    }
+
+    /// Claims found through the dirty index while increments race with
+    /// them (often in the same millisecond as the claim): every delta is
+    /// found, none twice. A dirty cell missing from the index would never
+    /// be flushed.
+    #[tokio::test]
+    async fn the_dirty_index_finds_every_delta_under_racing_claims() {
+        let cache = std::sync::Arc::new(MemoryCache::new());
+        let keys: Vec<Key> = (0..8).map(|i| key(&format!("k{i}"))).collect();
+        for k in &keys {
+            cache.load(k, 0, 0).await.unwrap();
+        }
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let (cache, keys) = (cache.clone(), keys.clone());
+                std::thread::spawn(move || {
+                    for i in 0..40_000 {
+                        cache.incr_now(&keys[(i + t) % keys.len()], 1).unwrap().unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut claimed = 0i64;
+        let drain = || async {
+            let cells: Vec<Cell> = cache.dirty(u64::MAX, 4).await.unwrap().into_iter().map(|d| d.cell).collect();
+            let batch = cache.claim(BatchId::new(), &cells).await.unwrap();
+            batch.entries.iter().map(|e| e.delta).sum::<i64>()
+        };
+        while threads.iter().any(|t| !t.is_finished()) {
+            claimed += drain().await;
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        for _ in 0..100 {
+            claimed += drain().await;
+        }
+        assert_eq!(claimed, 80_000, "every delta found through the index, once");
+        assert_eq!(cache.stats().await.unwrap().dirty_cells, 0);
+        assert!(cache.stats().await.unwrap().oldest_dirty_ms.is_none());
     }
 
     #[tokio::test]
