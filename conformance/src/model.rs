@@ -113,6 +113,9 @@ pub enum Op {
     /// The store hangs (its applies land when it is back, also those whose
     /// caller gave up), or is back.
     StoreHangs(bool),
+    /// The store turns slow (every apply takes 20 ms more, within the
+    /// store timeout: batches land late, and flushes overlap), or is back.
+    StoreSlow(bool),
     /// Another writer of the store (a service sharing the table) adds a
     /// delta straight to it: the cached total drifts until it converges.
     ExternalWrite {
@@ -173,6 +176,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (key.clone(), any::<bool>()).prop_map(|(key, on)| Op::RefuseKey { key, on }),
         1 => any::<bool>().prop_map(Op::StorePermanent),
         1 => any::<bool>().prop_map(Op::StoreHangs),
+        2 => any::<bool>().prop_map(Op::StoreSlow),
         2 => Just(Op::Shutdown),
         3 => (key.clone(), -100i64..100).prop_map(|(key, delta)| Op::ExternalWrite { key, delta }),
         2 => (key.clone(), -100i64..100).prop_map(|(key, delta)| Op::OtherCache { key, delta }),
@@ -325,6 +329,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Run<'_, C, S> {
         store.fail_next(0);
         store.lose_next_acks(0);
         store.set_hanging(false);
+        store.set_apply_delay(Duration::ZERO);
         store.set_permanent_failure(false);
         for &k in &self.faults.refused {
             store.refuse_key(&self.keys[k], false);
@@ -544,6 +549,7 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 run.faults.permanent = on;
             }
             Op::StoreHangs(on) => b.store.set_hanging(on),
+            Op::StoreSlow(on) => b.store.set_apply_delay(if on { Duration::from_millis(20) } else { Duration::ZERO }),
             Op::ExternalWrite { key, delta } => {
                 let entry = BatchEntry { cell: Cell::Counter(run.keys[key].clone()), delta };
                 if b.store.inner().apply(&Batch::claimed(BatchId::new(), vec![entry])).await.is_ok() {
