@@ -164,27 +164,18 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, String> {
         ratios: Vec::new(),
         skipped: Vec::new(),
     };
+    // A store baseline writes its own file when the store is the default
+    // one, and the run's store (under its own key names) otherwise.
+    let baseline_store = |file: &str| {
+        if default_store { backends::sqlite_url_in(temp.path(), file) } else { store_url.clone() }
+    };
     for baseline in resolve(&options.baselines, &options.cache, &store_url) {
         let measured = match baseline {
             Baseline::Dashmap => dashmap_phase(&names, spec, options).await,
-            Baseline::Direct => {
-                let url = if default_store {
-                    backends::sqlite_url_in(temp.path(), "direct.sqlite")
-                } else {
-                    store_url.clone()
-                };
-                direct_phase(&url, &id, options).await
-            }
+            Baseline::Direct => direct_phase(&baseline_store("direct.sqlite"), &id, options).await,
             Baseline::RedisBenchmark => redis_benchmark_phase(&options.cache, options).await,
             Baseline::MemcacheRaw => memcache_raw_phase(&options.cache, &id, options).await,
-            Baseline::StoreApply => {
-                let url = if default_store {
-                    backends::sqlite_url_in(temp.path(), "apply.sqlite")
-                } else {
-                    store_url.clone()
-                };
-                store_apply_phase(&url, &id, options).await
-            }
+            Baseline::StoreApply => store_apply_phase(&baseline_store("apply.sqlite"), &id, options).await,
             Baseline::Auto | Baseline::None => continue,
         };
         match measured {

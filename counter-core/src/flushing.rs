@@ -5,11 +5,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use std::time::Duration;
-
 use tracing::{debug, info, warn};
 
 use crate::backlog::{Origin, refuses_cell};
