@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use counter_core::{ApplyOutcome, Batch, BatchId, Cell, Error, ErrorKind, Key, Result, now_ms};
+use counter_core::{ApplyOutcome, Batch, BatchEntry, BatchId, Cell, Error, ErrorKind, Key, Result, now_ms};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::errors::{Context, from_sqlite};
@@ -60,7 +60,11 @@ pub(crate) fn apply(conn: &mut Connection, batch: &Batch) -> Result<ApplyOutcome
     if recorded(&tx, batch.id.split_marker(), &what("looking up the split marker of"))? {
         return Ok(ApplyOutcome::Split);
     }
-    for entry in &batch.entries {
+    // In key order, the tables' order: the cursor walks the B-tree forward,
+    // and consecutive entries find their pages at hand.
+    let mut entries: Vec<&BatchEntry> = batch.entries.iter().collect();
+    entries.sort_unstable_by(|a, b| a.cell.cmp(&b.cell));
+    for entry in entries {
         let key = entry.cell.key();
         let failed = |e| from_sqlite(&what("applying"), e).with_key(key);
         match &entry.cell {

@@ -77,7 +77,32 @@ async fn overflow_fails_the_whole_batch_and_changes_nothing() {
 
     // Right up to the edge is fine.
     store.apply(&batch(vec![counter(&big, 1), counter(&low, -1)])).await.unwrap();
-    assert_eq!(store.get_many(&[big, low]).await.unwrap(), [Some(i64::MAX), Some(i64::MIN)]);
+    assert_eq!(store.get_many(&[big.clone(), low.clone()]).await.unwrap(), [Some(i64::MAX), Some(i64::MIN)]);
+
+    // The extreme deltas themselves: onto a new counter, onto 0 and next
+    // to the edges (i64::MIN is one more than i64::MAX is).
+    let (zero, one, minus) = (key("n", "zero"), key("n", "one"), key("n", "minus"));
+    store.apply(&batch(vec![counter(&zero, 0), counter(&one, 1), counter(&minus, -1)])).await.unwrap();
+    let steps = [
+        (&one, i64::MAX, true),
+        (&minus, i64::MIN, true),
+        (&big, 1, true),
+        (&low, -1, true),
+        (&big, i64::MIN, false),
+        (&low, i64::MAX, false),
+    ];
+    for (cell, delta, refused) in steps {
+        let outcome = store.apply(&batch(vec![counter(cell, delta)])).await;
+        match outcome {
+            Err(e) => assert!(refused && e.kind() == ErrorKind::Overflow, "{cell} + {delta}: {e}"),
+            Ok(_) => assert!(!refused, "{cell} + {delta} was applied"),
+        }
+    }
+    // big went MAX -> -1, low MIN -> -1; the refused ones did not move.
+    assert_eq!(store.get_many(&[big, low, one, minus]).await.unwrap(), [Some(-1), Some(-1), Some(1), Some(-1)]);
+    let fresh = [key("n", "fresh-max"), key("n", "fresh-min")];
+    store.apply(&batch(vec![counter(&fresh[0], i64::MAX), counter(&fresh[1], i64::MIN)])).await.unwrap();
+    assert_eq!(store.get_many(&fresh).await.unwrap(), [Some(i64::MAX), Some(i64::MIN)]);
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ pub mod latency;
 pub mod machine;
 pub mod memcache_raw;
 pub mod memory_size;
+pub mod pending_age;
 pub mod process_memory;
 pub mod progress;
 pub mod redis_benchmark;

@@ -48,7 +48,8 @@ pub struct PendingLag {
     /// Most cells pending at any reading (readings every 100 ms, of the
     /// gauges as of the flusher's last pass).
     pub max_cells: u64,
-    /// Oldest pending delta at any reading, milliseconds.
+    /// Oldest pending delta at any reading, milliseconds (readings every
+    /// 100 ms of the cache's own statistics: live, not as of a pass).
     pub max_age_ms: u64,
     /// Median over the readings of the oldest pending delta's age, ms.
     pub age_p50_ms: u64,

@@ -10,6 +10,7 @@ use crate::backends::{self, OpenedCache};
 use crate::counting_store::CountingStore;
 use crate::driver::{LoadSpec, run_load};
 use crate::machine::Machine;
+use crate::pending_age::AgeSampler;
 use crate::process_memory;
 use crate::progress::PhaseProgress;
 use crate::report::{PendingLag, Phase, Ratio, RunReport, RunSettings, Warmup};
@@ -241,7 +242,7 @@ fn policy_of(options: &RunOptions) -> Result<Policy, String> {
 }
 
 /// The library: warm-up, the load, the drain.
-async fn library_phase<C: CacheLayer>(
+async fn library_phase<C: CacheLayer + 'static>(
     cache: Arc<C>,
     store: Arc<CountingStore<dyn DurableStore>>,
     names: &[String],
@@ -262,27 +263,27 @@ async fn library_phase<C: CacheLayer>(
     let warmup = Warmup { seconds: warm_started.elapsed().as_secs_f64(), store: store.counts() };
     progress.finish();
 
-    let counters =
-        Counters::builder(cache, store.clone()).policy(policy_of(options)?).build().map_err(|e| e.to_string())?;
+    let counters = Counters::builder(cache.clone(), store.clone())
+        .policy(policy_of(options)?)
+        .build()
+        .map_err(|e| e.to_string())?;
     let target = Arc::new(LibraryTarget { counters, keys });
     let sequences = task_sequences(options.tasks, options.keys, options.distribution, &options.deltas);
     let name = if options.combining { "library (combining)" } else { "library" };
     let progress = PhaseProgress::new(name, &spec, options.progress);
     let mut lag = PendingLag::default();
-    let mut ages = Vec::new();
     process_memory::reset_peak();
     let rss_before = process_memory::read().rss_bytes;
     let observed = target.clone();
     let before_load = target.counters.metrics();
+    let ages = AgeSampler::start(cache.clone());
     let outcome = run_load(target.clone(), sequences, spec, |done, elapsed| {
         progress.update(done, elapsed);
-        let m = observed.counters.metrics();
-        lag.max_cells = lag.max_cells.max(m.pending_cells);
-        ages.push(m.oldest_pending_age.map_or(0, |a| a.as_millis() as u64));
+        lag.max_cells = lag.max_cells.max(observed.counters.metrics().pending_cells);
     })
     .await;
     let after_load = target.counters.metrics();
-    lag.set_ages(ages);
+    lag.set_ages(ages.stop().await);
     lag.cells_at_end = after_load.pending_cells;
     lag.late_cells = after_load.age_bound_exceeded - before_load.age_bound_exceeded;
     lag.load_cells_flushed = after_load.cells_flushed - before_load.cells_flushed;

@@ -94,9 +94,11 @@ impl Config {
     }
 
     /// Cells asked of the cache per page of dirty cells: enough for every
-    /// batch in flight a few times over (a page ends the pipeline).
+    /// batch in flight several times over (a page ends the pipeline), and
+    /// large because a page is cut into batches in key order: the more
+    /// cells it holds, the narrower the key range of each batch.
     pub(crate) fn dirty_page(&self, batch: usize) -> usize {
-        batch.saturating_mul(self.flush_in_flight).saturating_mul(4).clamp(10_000, 100_000)
+        batch.saturating_mul(self.flush_in_flight).saturating_mul(10).clamp(10_000, 100_000)
     }
 
     /// How often the background flusher looks for due counters: a quarter of

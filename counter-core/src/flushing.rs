@@ -55,9 +55,18 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     /// while the store applies the last). Stops claiming at the first batch
     /// that fails for a reason other than a refused cell (the store is
     /// down, or failing as a whole): the rest stays pending in the cache.
+    ///
+    /// The cells are cut into batches in key order, not in the order they
+    /// came (the dirty index's, by time): a batch then covers a range of
+    /// keys, which a store ordered by key (SQLite's B-tree) writes in a few
+    /// pages instead of one page per cell.
     pub(crate) async fn flush_cells(&self, cells: &[Cell], report: &mut FlushReport) -> Vec<Error> {
+        let mut sorted: Vec<&Cell> = cells.iter().collect();
+        sorted.sort_unstable();
+        let parts: Vec<Vec<Cell>> =
+            sorted.chunks(self.batch_size()).map(|part| part.iter().map(|&c| c.clone()).collect()).collect();
         let stop = AtomicBool::new(false);
-        let mut parts = cells.chunks(self.batch_size());
+        let mut parts = parts.iter();
         let mut in_flight = FuturesOrdered::new();
         let mut outcomes = Vec::new();
         loop {

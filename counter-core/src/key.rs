@@ -1,8 +1,11 @@
 //! Counter keys: a namespace plus a hierarchical name, validated once at
 //! construction so that no backend ever sees an invalid one.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -33,10 +36,18 @@ pub const NAMESPACE_SEPARATOR: char = '/';
 /// the NFC spelling `caf\u{e9}` and the NFD spelling `cafe\u{301}` are two
 /// different counters. Normalise before counting if your input can come in
 /// both forms.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Namespace and name share one immutable allocation, so a clone (the
+/// flush path makes several per counter: the dirty index, the claim, the
+/// batch) is a reference count, not a copy. Keys order by namespace, then
+/// name.
+#[derive(Clone)]
 pub struct Key {
-    namespace: Box<str>,
-    name: Box<str>,
+    /// The namespace, then the name.
+    text: Arc<str>,
+    /// Bytes of the namespace at the start of `text` (at most
+    /// [`MAX_NAMESPACE_BYTES`]).
+    split: u16,
 }
 
 impl Key {
@@ -52,7 +63,7 @@ impl Key {
         let (namespace, name) = (namespace.as_ref(), name.as_ref());
         check_namespace(namespace).map_err(|e| e.with_key(display(namespace, name)))?;
         check_name(name).map_err(|e| e.with_key(display(namespace, name)))?;
-        Ok(Key { namespace: namespace.into(), name: name.into() })
+        Ok(Key::joined(namespace, name))
     }
 
     /// A key read back from a backend (a store row, a cache entry, a spill
@@ -65,7 +76,7 @@ impl Key {
         let (namespace, name) = (namespace.as_ref(), name.as_ref());
         check_namespace_with(namespace, Chars::Stored).map_err(|e| e.with_key(display(namespace, name)))?;
         check_name_with(name, Chars::Stored).map_err(|e| e.with_key(display(namespace, name)))?;
-        Ok(Key { namespace: namespace.into(), name: name.into() })
+        Ok(Key::joined(namespace, name))
     }
 
     /// [`Key::parse`] for a display form read back from a backend (see
@@ -75,6 +86,15 @@ impl Key {
             Some((namespace, name)) => Key::stored(namespace, name),
             None => Key::stored("", text),
         }
+    }
+
+    /// The key of a checked namespace and name.
+    fn joined(namespace: &str, name: &str) -> Key {
+        let mut text = String::with_capacity(namespace.len() + name.len());
+        text.push_str(namespace);
+        text.push_str(name);
+        // Checked: a namespace is at most MAX_NAMESPACE_BYTES.
+        Key { text: text.into(), split: namespace.len() as u16 }
     }
 
     /// A key in the default (empty) namespace.
@@ -93,27 +113,27 @@ impl Key {
 
     /// The namespace (empty for the default namespace).
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        &self.text[..usize::from(self.split)]
     }
 
     /// The name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.text[usize::from(self.split)..]
     }
 
     /// The ancestors of this key in the name hierarchy, nearest first:
     /// `a:b:c` has `a:b` and `a`. Empty leading segments are skipped.
     pub fn ancestors(&self) -> impl Iterator<Item = Key> + '_ {
-        self.name
-            .char_indices()
+        let name = self.name();
+        name.char_indices()
             .rev()
             .filter(|&(i, c)| c == HIERARCHY_SEPARATOR && i > 0)
-            .map(|(i, _)| Key { namespace: self.namespace.clone(), name: self.name[..i].into() })
+            .map(|(i, _)| Key::joined(self.namespace(), &name[..i]))
     }
 
     /// Bytes of namespace and name together (for memory accounting).
     pub fn len_bytes(&self) -> usize {
-        self.namespace.len() + self.name.len()
+        self.text.len()
     }
 
     /// Checks `namespace` by the rules of a key's namespace (at most
@@ -273,7 +293,34 @@ fn invisible_class(c: char) -> Option<&'static str> {
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&display(&self.namespace, &self.name))
+        f.write_str(&display(self.namespace(), self.name()))
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.split == other.split && (Arc::ptr_eq(&self.text, &other.text) || self.text == other.text)
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.split.hash(state);
+        self.text.hash(state);
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> Ordering {
+        (self.namespace(), self.name()).cmp(&(other.namespace(), other.name()))
     }
 }
 
@@ -445,6 +492,25 @@ mod tests {
         assert_eq!(d.to_string(), "plain:name");
         let deep = Key::parse("ns/a/b").unwrap();
         assert_eq!(deep.name(), "a/b");
+    }
+
+    /// Namespace and name share one string: where it is cut matters to
+    /// equality, hashing and order, which are those of the pair.
+    #[test]
+    fn keys_compare_as_namespace_then_name() {
+        use std::collections::HashSet;
+        let (ab_c, a_bc) = (Key::new("ab", "c").unwrap(), Key::new("a", "bc").unwrap());
+        assert_ne!(ab_c, a_bc, "same letters, cut elsewhere");
+        assert_eq!(HashSet::from([ab_c.clone(), a_bc.clone()]).len(), 2);
+        assert_eq!(ab_c, Key::parse("ab/c").unwrap());
+        assert_eq!(HashSet::from([ab_c.clone(), Key::parse("ab/c").unwrap()]).len(), 1);
+        // By namespace first: "a"/"zz" before "ab"/"a" although "azz" > "aba".
+        let mut keys = [Key::new("ab", "a").unwrap(), Key::new("a", "zz").unwrap(), Key::named("z").unwrap()];
+        keys.sort();
+        let pairs: Vec<(&str, &str)> = keys.iter().map(|k| (k.namespace(), k.name())).collect();
+        assert_eq!(pairs, [("", "z"), ("a", "zz"), ("ab", "a")]);
+        let clone = ab_c.clone();
+        assert_eq!((clone.namespace(), clone.name(), clone.len_bytes()), ("ab", "c", 3));
     }
 
     #[test]
