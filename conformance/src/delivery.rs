@@ -165,9 +165,14 @@ pub async fn permanent_store_failure_stops_retrying_and_keeps_deltas<
     assert!(resent <= 1, "a permanent failure is not retried every pass: {resent} more applies in 200 ms");
     assert!(c.metrics().store_failure.is_some());
     assert!(c.metrics().failures >= 1);
+    assert!(c.metrics().last_error.is_some(), "the failure is the last error");
     b.store.set_permanent_failure(false);
     c.flush().await.unwrap();
     assert!(c.store_failure().is_none());
+    // An alert on the last error must clear once the store takes batches.
+    let after = c.metrics();
+    assert_eq!(after.last_error, None, "the store took a batch since; failures stay counted");
+    assert!(after.failures >= 1);
     assert_eq!(b.durable(&k).await, Some(2));
     assert_eq!(b.durable(&j).await, Some(20));
     c.shutdown().await.unwrap();

@@ -103,7 +103,7 @@ impl Local {
 /// what that trades). Build it with [`CombiningCache::start`] over a shared
 /// cache, and hand it to `Counters::builder` in place of that cache.
 #[derive(Debug)]
-pub struct CombiningCache<C: CacheLayer> {
+pub struct CombiningCache<C: CacheLayer + ?Sized> {
     inner: Arc<C>,
     local: DashMap<Key, Local>,
     /// The parts of claims taken from counters the shared cache lost.
@@ -112,7 +112,7 @@ pub struct CombiningCache<C: CacheLayer> {
     options: CombiningOptions,
 }
 
-impl<C: CacheLayer> CombiningCache<C> {
+impl<C: CacheLayer + ?Sized> CombiningCache<C> {
     /// Combines increments in front of `inner`, and, inside a Tokio
     /// runtime, starts a task that sends them every
     /// [`push_interval`](CombiningOptions::push_interval) until the cache is
@@ -248,7 +248,7 @@ impl<C: CacheLayer> CombiningCache<C> {
 }
 
 /// Sends combined increments every `interval` until the cache is dropped.
-async fn push_periodically<C: CacheLayer>(cache: Weak<CombiningCache<C>>, interval: Duration) {
+async fn push_periodically<C: CacheLayer + ?Sized>(cache: Weak<CombiningCache<C>>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
         let Some(cache) = cache.upgrade() else { return };
@@ -258,7 +258,7 @@ async fn push_periodically<C: CacheLayer>(cache: Weak<CombiningCache<C>>, interv
 }
 
 #[async_trait]
-impl<C: CacheLayer> CacheLayer for CombiningCache<C> {
+impl<C: CacheLayer + ?Sized> CacheLayer for CombiningCache<C> {
     fn capabilities(&self) -> CacheCapabilities {
         self.inner.capabilities()
     }
@@ -418,6 +418,18 @@ mod tests {
 
     fn key(name: &str) -> Key {
         Key::named(name).unwrap()
+    }
+
+    /// A cache chosen at run time (`Arc<dyn CacheLayer>`, as the CLI and
+    /// the service open them by URL) can be wrapped too.
+    #[tokio::test]
+    async fn wraps_a_cache_chosen_at_run_time() {
+        let inner: Arc<dyn CacheLayer> = Arc::new(MemoryCache::new());
+        let cache = CombiningCache::start(inner, CombiningOptions::default());
+        let counters = Counters::builder(cache, Arc::new(MemoryStore::new())).build().unwrap();
+        counters.incr(&key("dyn"), 3).await.unwrap();
+        assert_eq!(counters.incr(&key("dyn"), 4).await.unwrap(), 7);
+        counters.shutdown().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

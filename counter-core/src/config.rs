@@ -7,7 +7,10 @@ use rand::Rng;
 use crate::policy::Families;
 use crate::timeslice::TimeSlices;
 
-/// Retry of transient store errors: exponential backoff with full jitter.
+/// Retry of transient store errors: exponential backoff with "equal"
+/// jitter. The ceiling doubles from `base` up to `max`, and each pause is
+/// drawn uniformly between half the ceiling and the ceiling, so that retries
+/// of many flushers spread out but none retries at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts per store call, the first included (at least 1).

@@ -49,7 +49,10 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         }
     }
 
+    /// The store took a batch: a failure it had is over (and so is the
+    /// last error the metrics show; the count of failures stays).
     pub(crate) fn store_recovered(&self) {
+        self.metrics.clear_last_error();
         let mut failure = self.store_failure.lock().expect("store failure lock");
         if let Some((e, since)) = failure.take() {
             info!(after_ms = now_ms().saturating_sub(since), error = %e, "the store takes batches again");

@@ -76,6 +76,14 @@ impl Metrics {
         *self.last_error.lock().expect("metrics lock") = Some(error.to_string());
     }
 
+    /// A store call succeeded: the last error is no longer current.
+    pub(crate) fn clear_last_error(&self) {
+        let mut last = self.last_error.lock().expect("metrics lock");
+        if last.is_some() {
+            *last = None;
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         let oldest = self.oldest_dirty_ms.load(Relaxed);
         let calls = self.store_calls.load(Relaxed);
@@ -157,7 +165,9 @@ pub struct MetricsSnapshot {
     /// Time those passes took: busy time of the flusher. Cells flushed over
     /// this time is the flush rate while flushing.
     pub flush_time: Duration,
-    /// The last error the flusher met, if any.
+    /// The error of the flusher's last failed store call, until a store
+    /// call succeeds again (then `None`; [`failures`](Self::failures) keeps
+    /// the count).
     pub last_error: Option<String>,
 }
 

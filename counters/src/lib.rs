@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod url;
 
@@ -30,24 +31,28 @@ pub use url::{
 
 /// The SQLite durable store (cargo feature `sqlite`).
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite {
     pub use backend_sqlite::*;
 }
 
 /// The Redis backends: a shared cache (standalone or Cluster) and a store.
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis {
     pub use backend_redis::*;
 }
 
 /// The DynamoDB store.
 #[cfg(feature = "dynamo")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dynamo")))]
 pub mod dynamo {
     pub use backend_dynamo::*;
 }
 
 /// The memcached cache.
 #[cfg(feature = "memcache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memcache")))]
 pub mod memcache {
     pub use backend_memcache::*;
 }

@@ -125,7 +125,10 @@ impl ServiceMetrics {
 
 fn describe() {
     describe_counter!("counters_increments_total", "Increments accepted.");
-    describe_counter!("counters_flushed_batches_total", "Batches the store applied (or found applied already).");
+    describe_counter!(
+        "counters_flushed_batches_total",
+        "Batches the store applied (one found applied already is not counted again)."
+    );
     describe_counter!("counters_flushed_cells_total", "Cells (counters and time buckets) written by flushes.");
     describe_counter!("counters_flush_retries_total", "Store calls retried after a transient error.");
     describe_counter!("counters_flush_failures_total", "Store calls that failed for good.");
@@ -142,7 +145,10 @@ fn describe() {
         Unit::Seconds,
         "Age of the oldest pending delta (flush lag); 0 when nothing is pending."
     );
-    describe_gauge!("counters_last_flush_error", "1 when the flusher's last store call failed, else 0.");
+    describe_gauge!(
+        "counters_last_flush_error",
+        "1 from a failed store call of the flusher until one succeeds again, else 0."
+    );
     describe_gauge!(
         "counters_held_batches",
         "Batches claimed and not landed in full (being applied, retried, or holding refused cells)."
