@@ -3,7 +3,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Display;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use counter_core::testing::{CacheFaults, CachePart};
@@ -11,8 +12,9 @@ use counter_core::{
     Batch, BatchEntry, BatchId, CacheCapabilities, CacheIncr, CacheLayer, CacheStats, CachedValue, Cell, DirtyCell,
     Error, ErrorKind, Key, Result, SliceId, now_ms,
 };
+use dashmap::DashMap;
 use futures_util::future::try_join_all;
-use redis::{FromRedisValue, Script};
+use redis::{FromRedisValue, Script, ToRedisArgs, Value};
 
 use crate::cache_layout::{Layout, field_suffix, member, parse_member};
 use crate::cache_scripts::Scripts;
@@ -33,11 +35,24 @@ pub struct RedisCacheOptions {
     /// How long a tombstone left by a recovering flusher lives: longer than
     /// any claim can take to record (default one hour).
     pub tombstone_ttl: Duration,
+    /// How long a counter's registration in the live set lasts (default 30
+    /// s). A process registers a counter with its first increment and then
+    /// adds with one bare command for half of this; the flusher's sweep
+    /// forgets a registration only once it is a whole lease old. The other
+    /// half is the margin for an increment delayed on its way to the server,
+    /// and for the server's clock. Shorter leases cost more registrations;
+    /// longer ones more counters to sweep.
+    pub lease: Duration,
 }
 
 impl Default for RedisCacheOptions {
     fn default() -> Self {
-        RedisCacheOptions { prefix: "counters:".into(), shards: None, tombstone_ttl: Duration::from_secs(3600) }
+        RedisCacheOptions {
+            prefix: "counters:".into(),
+            shards: None,
+            tombstone_ttl: Duration::from_secs(3600),
+            lease: Duration::from_secs(30),
+        }
     }
 }
 
@@ -52,13 +67,33 @@ impl RedisCacheOptions {
         self.shards = Some(shards);
         self
     }
+
+    /// These options with another lease length (see [`lease`](Self::lease)).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
 }
+
+/// Registrations between two clean-ups of the expired leases a process
+/// remembers.
+const LEASE_CLEANUP_EVERY: u64 = 4096;
+
+/// Counters a sweep step reads (`ZSCAN ... COUNT`).
+const SWEEP_STEP: usize = 1000;
 
 /// A cache layer in Redis, standalone or Cluster, shared by every process
 /// that uses the same server and prefix.
 ///
-/// - An increment is one script call: it adds to the counter's total and
-///   returns the new total across all processes (the "reads see writes" guarantee).
+/// - An increment returns the counter's new total across all processes (the
+///   "reads see writes" guarantee). The first increment of a counter in a
+///   process registers it in the shard's live set for a lease (a script);
+///   until half the lease has passed, every further increment is one bare
+///   `BITFIELD` that adds to the total and reads the state and flushed mark
+///   back. The flusher's sweep finds the leased counters with a pending
+///   delta and indexes them as dirty; it forgets a registration only once a
+///   whole lease has passed, so no increment lands on a counter nobody
+///   will look at.
 /// - Counters are spread over hash tags (see [`RedisCacheOptions::shards`]);
 ///   everything about one counter lives in one hash slot, and operations on
 ///   many cells are split by tag.
@@ -68,9 +103,11 @@ impl RedisCacheOptions {
 ///   claim, the claim is frozen: every tag gets its part read or a tombstone
 ///   that stops the maker from adding one, so maker and recoverer always
 ///   apply the same batch.
-/// - A counter whose hash was lost (eviction, `FLUSHALL`, a restart without
+/// - A counter whose string was lost (eviction, `FLUSHALL`, a restart without
 ///   persistence) reports [`CacheIncr::Missing`] and is reloaded from the
-///   store; a half-lost hash counts as lost.
+///   store. A bare increment that finds no loaded counter takes its delta
+///   back at once (unless a reload took it in meanwhile), so a lost counter
+///   is never turned into a wrong total.
 #[derive(Debug)]
 pub struct RedisCache {
     conn: RedisConn,
@@ -78,6 +115,10 @@ pub struct RedisCache {
     scripts: Scripts,
     cluster: bool,
     tombstone_ttl_ms: u64,
+    lease: Duration,
+    /// Until when this process may add to a counter with a bare `BITFIELD`.
+    leases: DashMap<Key, Instant>,
+    registrations: AtomicU64,
     /// Tags holding parts of claims this process knows, for `ack`.
     parts: Mutex<HashMap<BatchId, Vec<usize>>>,
 }
@@ -107,6 +148,9 @@ impl RedisCache {
             scripts: Scripts::new(),
             cluster: target.cluster,
             tombstone_ttl_ms: options.tombstone_ttl.as_millis().max(1) as u64,
+            lease: options.lease.max(Duration::from_millis(2)),
+            leases: DashMap::new(),
+            registrations: AtomicU64::new(0),
             parts: Mutex::new(HashMap::new()),
         };
         let _: String = redis::cmd("PING").query_async(&mut cache.conn.clone()).await.map_err(map_err)?;
@@ -123,7 +167,7 @@ impl RedisCache {
         self.layout.shards()
     }
 
-    async fn invoke<T: FromRedisValue>(&self, script: &Script, keys: &[String], args: &[String]) -> Result<T> {
+    async fn invoke<T: FromRedisValue, A: ToRedisArgs>(&self, script: &Script, keys: &[String], args: &[A]) -> Result<T> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(key);
@@ -138,6 +182,78 @@ impl RedisCache {
         pipe.query_async(&mut self.conn.clone()).await.map_err(map_err)
     }
 
+    async fn command<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        cmd.query_async(&mut self.conn.clone()).await.map_err(map_err)
+    }
+
+    /// Whether this process holds a lease on `key` (it may add with a bare
+    /// `BITFIELD`).
+    fn leased(&self, key: &Key) -> bool {
+        self.leases.get(key).is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Remembers a registration sent at `sent`: bare adds for half a lease.
+    fn note_lease(&self, key: &Key, sent: Instant) {
+        self.leases.insert(key.clone(), sent + self.lease / 2);
+        if self.registrations.fetch_add(1, Relaxed) % LEASE_CLEANUP_EVERY == LEASE_CLEANUP_EVERY - 1 {
+            let now = Instant::now();
+            self.leases.retain(|_, until| *until > now);
+        }
+    }
+
+    /// The first increment of a lease: a script that adds and registers.
+    async fn register_and_add(&self, key: &Key, value: String, delta: i64) -> Result<CacheIncr> {
+        let sent = Instant::now();
+        let shard = self.layout.shard_of(key);
+        let keys = [value, self.layout.dirty(shard), self.layout.live(shard)];
+        let args = [delta.to_string(), now_ms().to_string(), member(&Cell::Counter(key.clone()))];
+        let reply: Vec<Vec<u8>> = self.invoke(&self.scripts.register, &keys, &args).await?;
+        match reply.as_slice() {
+            [status] if status == b"missing" => Ok(CacheIncr::Missing),
+            [status] if status == b"overflow" => Err(overflow(key)),
+            [status, fields] if status == b"ok" => {
+                self.note_lease(key, sent);
+                let (total, flushed) = pair(fields, key)?;
+                Ok(applied(total, flushed))
+            }
+            _ => Err(corrupt(key, &format!("{reply:?}"))),
+        }
+    }
+
+    /// A bare add found no loaded counter: takes the delta back, unless a
+    /// reload took it in meanwhile (then it counted).
+    async fn undo(&self, key: &Key, value: String, delta: i64) -> Result<CacheIncr> {
+        let steps: Vec<String> =
+            if delta == i64::MIN { vec![i64::MAX.to_string(), "1".into()] } else { vec![(-delta).to_string()] };
+        let reply: Vec<Vec<u8>> = self.invoke(&self.scripts.undo, &[value], &steps).await?;
+        match reply.as_slice() {
+            [status] if status == b"undone" => Ok(CacheIncr::Missing),
+            [status, fields] if status == b"loaded" => {
+                let (total, flushed) = pair(fields, key)?;
+                Ok(applied(total, flushed))
+            }
+            _ => Err(corrupt(key, &format!("{reply:?}"))),
+        }
+    }
+
+    /// One shard's sweep (see [`CacheLayer::sweep`]): steps of
+    /// [`SWEEP_STEP`] counters until the live set's scan is done.
+    async fn sweep_shard(&self, shard: usize) -> Result<()> {
+        let keys = [self.layout.live(shard), self.layout.dirty(shard)];
+        let lease = self.lease.as_millis().to_string();
+        let prefix = self.layout.value_prefix(shard);
+        let mut cursor = "0".to_string();
+        loop {
+            let args = [cursor, SWEEP_STEP.to_string(), lease.clone(), prefix.clone()];
+            let reply: Vec<String> = self.invoke(&self.scripts.sweep, &keys, &args).await?;
+            match reply.first() {
+                Some(next) if next == "0" => return Ok(()),
+                Some(next) => cursor = next.clone(),
+                None => return Err(corrupt("sweep", &format!("{reply:?}"))),
+            }
+        }
+    }
+
     fn remember_parts(&self, id: BatchId, shards: Vec<usize>) {
         self.parts.lock().expect("parts lock").insert(id, shards);
     }
@@ -147,10 +263,10 @@ impl RedisCache {
     async fn freeze(&self, id: BatchId) -> Result<Option<Batch>> {
         let text = id.to_string();
         let ttl = self.tombstone_ttl_ms.to_string();
-        let parts: Vec<Vec<String>> = try_join_all((0..self.layout.shards()).map(|shard| {
+        let parts: Vec<Vec<Vec<u8>>> = try_join_all((0..self.layout.shards()).map(|shard| {
             let keys = [self.layout.claim(shard, &text)];
             let args = [ttl.clone()];
-            async move { self.invoke::<Vec<String>>(&self.scripts.freeze, &keys, &args).await }
+            async move { self.invoke::<Vec<Vec<u8>>, _>(&self.scripts.freeze, &keys, &args).await }
         }))
         .await?;
         let mut batch = Batch::claimed(id, Vec::new());
@@ -161,8 +277,9 @@ impl RedisCache {
             }
             for pair in part.chunks(2) {
                 let [cell, marks] = pair else { continue };
-                let (old, new) = marks.split_once(' ').ok_or_else(|| corrupt(cell, marks))?;
-                batch.entries.push(BatchEntry { cell: parse_member(cell)?, delta: delta(old, new, cell)? });
+                let cell = parse_member(&text_of(cell)?)?;
+                let (old, new) = recorded_marks(&cell, marks)?;
+                batch.entries.push(BatchEntry { delta: delta(old, new, &cell)?, cell });
             }
         }
         if batch.is_empty() {
@@ -231,11 +348,86 @@ fn num(text: &str, key: impl Display) -> Result<i64> {
     text.parse().map_err(|_| corrupt(key, text))
 }
 
+/// A reply that must be text.
+fn text_of(bytes: &[u8]) -> Result<String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| corrupt("a reply", &String::from_utf8_lossy(bytes)))
+}
+
+/// A big-endian i64 field of a counter's string.
+fn field(bytes: &[u8], key: impl Display) -> Result<i64> {
+    let raw: [u8; 8] = bytes.try_into().map_err(|_| corrupt(key, &format!("{bytes:?}")))?;
+    Ok(i64::from_be_bytes(raw))
+}
+
+/// Two big-endian i64 fields: a total and a flushed mark.
+fn pair(bytes: &[u8], key: impl Display) -> Result<(i64, i64)> {
+    if bytes.len() != 16 {
+        return Err(corrupt(key, &format!("{bytes:?}")));
+    }
+    Ok((field(&bytes[..8], &key)?, field(&bytes[8..], &key)?))
+}
+
+/// A cell's flushed mark as a claim returns it: 8 bytes for a counter,
+/// decimal for a slice.
+fn mark(cell: &Cell, bytes: &[u8]) -> Result<i64> {
+    match cell {
+        Cell::Counter(key) => field(bytes, key),
+        Cell::Slice(_) => num(&text_of(bytes)?, cell_name(cell)),
+    }
+}
+
+/// The old and new marks a claim part records for a cell.
+fn recorded_marks(cell: &Cell, bytes: &[u8]) -> Result<(i64, i64)> {
+    match cell {
+        Cell::Counter(key) => pair(bytes, key),
+        Cell::Slice(_) => {
+            let text = text_of(bytes)?;
+            let (old, new) = text.split_once(' ').ok_or_else(|| corrupt(cell_name(cell), &text))?;
+            Ok((num(old, cell_name(cell))?, num(new, cell_name(cell))?))
+        }
+    }
+}
+
+fn cell_name(cell: &Cell) -> String {
+    member(cell)
+}
+
 /// The delta between two flushed marks, which the claim script keeps
 /// within the i64 range.
-fn delta(old: &str, new: &str, cell: &str) -> Result<i64> {
-    let d = i128::from(num(new, cell)?) - i128::from(num(old, cell)?);
-    i64::try_from(d).map_err(|_| corrupt(cell, &format!("{old} {new}")))
+fn delta(old: i64, new: i64, cell: &Cell) -> Result<i64> {
+    i64::try_from(i128::from(new) - i128::from(old))
+        .map_err(|_| corrupt(cell_name(cell), &format!("{old} {new}")))
+}
+
+/// A cell's cached state from its `GETRANGE` (a counter) or `HMGET` (a
+/// slice) reply; `None` if it is not cached.
+fn cached_value(cell: &Cell, value: Value) -> Result<Option<CachedValue>> {
+    let bad = |e: redis::ParsingError| Error::new(ErrorKind::Permanent, "unexpected reply from Redis").with_source(e);
+    let (total, flushed) = match cell {
+        Cell::Counter(key) => {
+            let bytes: Vec<u8> = redis::from_redis_value(value).map_err(bad)?;
+            if bytes.len() < 24 || bytes[..8] != 1i64.to_be_bytes() {
+                return Ok(None);
+            }
+            pair(&bytes[8..24], key)?
+        }
+        Cell::Slice(_) => {
+            let (total, flushed): (Option<String>, Option<String>) = redis::from_redis_value(value).map_err(bad)?;
+            let (Some(total), Some(flushed)) = (total, flushed) else { return Ok(None) };
+            (num(&total, cell_name(cell))?, num(&flushed, cell_name(cell))?)
+        }
+    };
+    let pending = i128::from(total) - i128::from(flushed);
+    let total = match cell {
+        Cell::Counter(_) => total,
+        // A slice's "total" is its pending delta (the cache holds no base for slices).
+        Cell::Slice(_) => i64::try_from(pending).unwrap_or(total),
+    };
+    Ok(Some(CachedValue { total, pending }))
+}
+
+fn applied(total: i64, flushed: i64) -> CacheIncr {
+    CacheIncr::Applied { total, pending: i128::from(total) - i128::from(flushed) }
 }
 
 fn overflow(key: &Key) -> Error {
@@ -254,16 +446,37 @@ impl CacheLayer for RedisCache {
     }
 
     async fn incr(&self, key: &Key, delta: i64) -> Result<CacheIncr> {
-        let shard = self.layout.shard_of(key);
-        let keys = [self.layout.counter_hash(key), self.layout.dirty(shard)];
-        let args = [delta.to_string(), now_ms().to_string(), member(&Cell::Counter(key.clone()))];
-        let reply: Vec<String> = self.invoke(&self.scripts.incr, &keys, &args).await.map_err(|e| e.with_key(key))?;
+        let value = self.layout.counter_value(key);
+        if delta == 0 {
+            let cmd = redis::cmd("BITFIELD").arg(&value).arg(&["GET", "i64", "#0", "GET", "i64", "#1", "GET", "i64", "#2"][..]).clone();
+            let reply: Vec<Option<i64>> = self.command(&cmd).await.map_err(|e| e.with_key(key))?;
+            return match reply.as_slice() {
+                [Some(1), Some(total), Some(flushed)] => Ok(applied(*total, *flushed)),
+                [Some(_), _, _] => Ok(CacheIncr::Missing),
+                _ => Err(corrupt(key, &format!("{reply:?}"))),
+            };
+        }
+        if !self.leased(key) {
+            return self.register_and_add(key, value, delta).await.map_err(|e| e.with_key(key));
+        }
+        // The hot path: one command.
+        let cmd = redis::cmd("BITFIELD")
+            .arg(&value)
+            .arg(&["GET", "i64", "#0", "OVERFLOW", "FAIL", "INCRBY", "i64", "#1"][..])
+            .arg(delta)
+            .arg(&["GET", "i64", "#2"][..])
+            .clone();
+        let reply: Vec<Option<i64>> = self.command(&cmd).await.map_err(|e| e.with_key(key))?;
         match reply.as_slice() {
-            [status] if status == "missing" => Ok(CacheIncr::Missing),
-            [status] if status == "overflow" => Err(overflow(key)),
-            [status, total, flushed] if status == "ok" => {
-                let (total, flushed) = (num(total, key)?, num(flushed, key)?);
-                Ok(CacheIncr::Applied { total, pending: i128::from(total) - i128::from(flushed) })
+            [Some(1), Some(total), Some(flushed)] => Ok(applied(*total, *flushed)),
+            [Some(1), None, _] => Err(overflow(key)),
+            [Some(0), added, _] => {
+                // Lost: no bare adds until a reload registers it again.
+                self.leases.remove(key);
+                match added {
+                    Some(_) => self.undo(key, value, delta).await.map_err(|e| e.with_key(key)),
+                    None => Ok(CacheIncr::Missing),
+                }
             }
             _ => Err(corrupt(key, &format!("{reply:?}"))),
         }
@@ -272,7 +485,7 @@ impl CacheLayer for RedisCache {
     async fn load(&self, key: &Key, durable: i64, extra: i64) -> Result<i64> {
         let total = durable.checked_add(extra).ok_or_else(|| overflow(key))?;
         let shard = self.layout.shard_of(key);
-        let keys = [self.layout.counter_hash(key), self.layout.dirty(shard)];
+        let keys = [self.layout.counter_value(key), self.layout.dirty(shard), self.layout.live(shard)];
         let args = [
             total.to_string(),
             durable.to_string(),
@@ -280,8 +493,12 @@ impl CacheLayer for RedisCache {
             member(&Cell::Counter(key.clone())),
             if extra != 0 { "1".into() } else { "0".into() },
         ];
-        let reply: String = self.invoke(&self.scripts.load, &keys, &args).await.map_err(|e| e.with_key(key))?;
-        num(&reply, key)
+        let reply: Vec<Vec<u8>> = self.invoke(&self.scripts.load, &keys, &args).await.map_err(|e| e.with_key(key))?;
+        match reply.as_slice() {
+            [status, total] if status == b"ok" => field(total, key),
+            [status] if status == b"overflow" => Err(overflow(key)),
+            _ => Err(corrupt(key, &format!("{reply:?}"))),
+        }
     }
 
     async fn incr_slices(&self, slices: &[SliceId], delta: i64) -> Result<()> {
@@ -316,19 +533,23 @@ impl CacheLayer for RedisCache {
 
     async fn set(&self, key: &Key, total: i64) -> Result<Option<i64>> {
         let shard = self.layout.shard_of(key);
-        let keys = [self.layout.counter_hash(key), self.layout.dirty(shard)];
-        let args = [total.to_string(), now_ms().to_string(), member(&Cell::Counter(key.clone()))];
-        let reply: Vec<String> = self.invoke(&self.scripts.set, &keys, &args).await.map_err(|e| e.with_key(key))?;
+        let keys = [self.layout.counter_value(key), self.layout.dirty(shard)];
+        let args: [Vec<u8>; 3] = [
+            total.to_be_bytes().to_vec(),
+            now_ms().to_string().into_bytes(),
+            member(&Cell::Counter(key.clone())).into_bytes(),
+        ];
+        let reply: Vec<Vec<u8>> = self.invoke(&self.scripts.set, &keys, &args).await.map_err(|e| e.with_key(key))?;
         match reply.as_slice() {
-            [status] if status == "missing" => Ok(None),
-            [status, old] if status == "ok" => Ok(Some(num(old, key)?)),
+            [status] if status == b"missing" => Ok(None),
+            [status, old] if status == b"ok" => Ok(Some(field(old, key)?)),
             _ => Err(corrupt(key, &format!("{reply:?}"))),
         }
     }
 
     async fn rebase(&self, key: &Key, flushed: i64, shift: i64) -> Result<bool> {
-        let keys = [self.layout.counter_hash(key)];
-        let args = [flushed.to_string(), shift.to_string()];
+        let keys = [self.layout.counter_value(key)];
+        let args: [Vec<u8>; 2] = [flushed.to_be_bytes().to_vec(), shift.to_string().into_bytes()];
         let reply: Vec<String> = self.invoke(&self.scripts.rebase, &keys, &args).await.map_err(|e| e.with_key(key))?;
         match reply.first().map(String::as_str) {
             Some("ok") => Ok(true),
@@ -343,27 +564,25 @@ impl CacheLayer for RedisCache {
 
     async fn get_many(&self, cells: &[Cell]) -> Result<Vec<Option<CachedValue>>> {
         let groups = self.by_shard(cells.iter());
-        let replies: Vec<Vec<(Option<String>, Option<String>)>> = try_join_all(groups.iter().map(|(_, group)| {
+        let replies: Vec<Vec<Value>> = try_join_all(groups.iter().map(|(_, group)| {
             let mut pipe = redis::pipe();
             for cell in group {
-                let suffix = field_suffix(cell);
-                pipe.cmd("HMGET").arg(self.layout.hash_of(cell)).arg(format!("t{suffix}")).arg(format!("f{suffix}"));
+                match cell {
+                    Cell::Counter(key) => pipe.cmd("GETRANGE").arg(self.layout.counter_value(key)).arg(0).arg(23),
+                    Cell::Slice(_) => {
+                        let suffix = field_suffix(cell);
+                        pipe.cmd("HMGET").arg(self.layout.key_of(cell)).arg(format!("t{suffix}")).arg(format!("f{suffix}"))
+                    }
+                };
             }
             async move { self.query(&pipe).await }
         }))
         .await?;
         let mut found: HashMap<&Cell, CachedValue> = HashMap::new();
         for ((_, group), reply) in groups.iter().zip(replies) {
-            for (cell, (total, flushed)) in group.iter().zip(reply) {
-                if let (Some(total), Some(flushed)) = (total, flushed) {
-                    let (total, flushed) = (num(&total, cell)?, num(&flushed, cell)?);
-                    let pending = i128::from(total) - i128::from(flushed);
-                    let total = match cell {
-                        Cell::Counter(_) => total,
-                        // A slice's "total" is its pending delta (the cache holds no base for slices).
-                        Cell::Slice(_) => i64::try_from(pending).unwrap_or(total),
-                    };
-                    found.insert(cell, CachedValue { total, pending });
+            for (cell, value) in group.iter().zip(reply) {
+                if let Some(value) = cached_value(cell, value)? {
+                    found.insert(cell, value);
                 }
             }
         }
@@ -372,9 +591,20 @@ impl CacheLayer for RedisCache {
 
     async fn remove(&self, key: &Key) -> Result<()> {
         let shard = self.layout.shard_of(key);
-        let keys = [self.layout.counter_hash(key), self.layout.slice_hash(key), self.layout.dirty(shard)];
+        let keys = [
+            self.layout.counter_value(key),
+            self.layout.slice_hash(key),
+            self.layout.dirty(shard),
+            self.layout.live(shard),
+        ];
         let args = [member(&Cell::Counter(key.clone())), key.to_string()];
         let _: i64 = self.invoke(&self.scripts.remove, &keys, &args).await.map_err(|e| e.with_key(key))?;
+        self.leases.remove(key);
+        Ok(())
+    }
+
+    async fn sweep(&self) -> Result<()> {
+        try_join_all((0..self.layout.shards()).map(|shard| self.sweep_shard(shard))).await?;
         Ok(())
     }
 
@@ -411,25 +641,25 @@ impl CacheLayer for RedisCache {
         let text = id.to_string();
         let (created, now) = (id.created_ms().to_string(), now_ms().to_string());
         let groups = self.by_shard(cells.iter());
-        let replies: Vec<Vec<String>> = try_join_all(groups.iter().map(|(shard, group)| {
+        let replies: Vec<Vec<Vec<u8>>> = try_join_all(groups.iter().map(|(shard, group)| {
             let mut keys =
                 vec![self.layout.claim(*shard, &text), self.layout.claims(*shard), self.layout.dirty(*shard)];
             let mut args = vec![text.clone(), created.clone(), now.clone()];
             for cell in group {
-                keys.push(self.layout.hash_of(cell));
+                keys.push(self.layout.key_of(cell));
                 args.push(field_suffix(cell));
                 args.push(member(cell));
             }
-            async move { self.invoke::<Vec<String>>(&self.scripts.claim, &keys, &args).await }
+            async move { self.invoke::<Vec<Vec<u8>>, _>(&self.scripts.claim, &keys, &args).await }
         }))
         .await?;
         let mut batch = Batch::claimed(id, Vec::new());
         let mut shards = Vec::new();
         for ((shard, _), reply) in groups.iter().zip(replies) {
-            match reply.first().map(String::as_str) {
+            match reply.first().map(Vec::as_slice) {
                 // A recovering flusher froze this claim first: these cells stay pending.
-                Some("refused") => continue,
-                Some("ok") => {}
+                Some(b"refused") => continue,
+                Some(b"ok") => {}
                 _ => return Err(corrupt("claim", &format!("{reply:?}"))),
             }
             if reply.len() > 1 {
@@ -437,7 +667,9 @@ impl CacheLayer for RedisCache {
             }
             for triple in reply[1..].chunks(3) {
                 let [cell, old, new] = triple else { return Err(corrupt("claim", &format!("{reply:?}"))) };
-                batch.entries.push(BatchEntry { cell: parse_member(cell)?, delta: delta(old, new, cell)? });
+                let cell = parse_member(&text_of(cell)?)?;
+                let (old, new) = (mark(&cell, old)?, mark(&cell, new)?);
+                batch.entries.push(BatchEntry { delta: delta(old, new, &cell)?, cell });
             }
         }
         if !shards.is_empty() {
@@ -453,7 +685,7 @@ impl CacheLayer for RedisCache {
         try_join_all(shards.into_iter().map(|shard| {
             let keys = [self.layout.claim(shard, &text), self.layout.claims(shard)];
             let args = [text.clone()];
-            async move { self.invoke::<i64>(&self.scripts.ack, &keys, &args).await }
+            async move { self.invoke::<i64, _>(&self.scripts.ack, &keys, &args).await }
         }))
         .await?;
         Ok(())
@@ -545,18 +777,12 @@ impl CacheFaults for RedisCache {
         Ok(())
     }
 
-    /// Deletes one field of the counter's hash, as a partial loss would.
+    /// Deletes the counter's string. Its state, total and flushed mark live
+    /// in one key, so Redis cannot lose one without the others: losing a
+    /// part of it is losing it.
     async fn lose_part(&self, key: &Key, part: CachePart) -> Result<()> {
-        let field = match part {
-            CachePart::Total => "t",
-            CachePart::FlushedMark => "f",
-        };
-        let _: i64 = redis::cmd("HDEL")
-            .arg(self.layout.counter_hash(key))
-            .arg(field)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(map_err)?;
+        let _ = part;
+        let _: i64 = self.command(redis::cmd("DEL").arg(self.layout.counter_value(key))).await?;
         Ok(())
     }
 }

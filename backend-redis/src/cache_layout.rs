@@ -7,11 +7,18 @@
 //!
 //! | key                         | type   | holds |
 //! |-----------------------------|--------|-------|
-//! | `{P<n>}c:<key>`             | hash   | `t` total, `f` flushed mark (decimal i64) |
+//! | `{P<n>}v:<key>`             | string | a counter: four big-endian i64 (see below) |
 //! | `{P<n>}s:<key>`             | hash   | per time slice `t:<precision>:<start>` and `f:<precision>:<start>` |
 //! | `{P<n>}dirty`               | zset   | cells with a pending delta, scored by when they became dirty (ms) |
+//! | `{P<n>}live`                | zset   | counters some process may add to with a bare `BITFIELD`, scored by when that lease began (server ms) |
 //! | `{P<n>}claims`              | zset   | batch ids with a claim part in this shard, scored by creation (ms) |
-//! | `{P<n>}claim:<batch id>`    | hash   | the part: cell → `"<old mark> <new mark>"`; or `~void` (a tombstone) |
+//! | `{P<n>}claim:<batch id>`    | hash   | the part: cell → old and new flushed mark (a counter: two big-endian i64, 16 bytes; a slice: `"<old> <new>"` in decimal); or `~void` (a tombstone) |
+//!
+//! A counter's string holds, as `BITFIELD` `i64` fields: `#0` its state
+//! (1: loaded; 0, or no string: lost, and whatever `#1` holds was counted
+//! since the loss), `#1` the total `T`, `#2` the flushed mark `F`, and `#3`
+//! when it was last known clean (ms). An increment is one `BITFIELD` that
+//! reads `#0`, adds to `#1` (`OVERFLOW FAIL`) and reads `#2`.
 //!
 //! `<key>` is the counter's display form (`ns/name`), which is injective;
 //! cells appear in `dirty` and claim parts as `c:<key>` or
@@ -66,9 +73,15 @@ impl Layout {
         format!("{}{kind}{rest}", self.tags[shard])
     }
 
-    /// The hash holding a counter's total and flushed mark.
-    pub(crate) fn counter_hash(&self, key: &Key) -> String {
-        self.key_in(self.shard_of(key), "c:", &key.to_string())
+    /// The string holding a counter's state, total, flushed mark and
+    /// clean time.
+    pub(crate) fn counter_value(&self, key: &Key) -> String {
+        self.key_in(self.shard_of(key), "v:", &key.to_string())
+    }
+
+    /// What a shard's counter strings start with (the key follows).
+    pub(crate) fn value_prefix(&self, shard: usize) -> String {
+        self.key_in(shard, "v:", "")
     }
 
     /// The hash holding a counter's time slices.
@@ -76,10 +89,10 @@ impl Layout {
         self.key_in(self.shard_of(key), "s:", &key.to_string())
     }
 
-    /// The hash a cell lives in.
-    pub(crate) fn hash_of(&self, cell: &Cell) -> String {
+    /// The key a cell lives in: a counter's string or a slice's hash.
+    pub(crate) fn key_of(&self, cell: &Cell) -> String {
         match cell {
-            Cell::Counter(key) => self.counter_hash(key),
+            Cell::Counter(key) => self.counter_value(key),
             Cell::Slice(slice) => self.slice_hash(&slice.key),
         }
     }
@@ -87,6 +100,11 @@ impl Layout {
     /// A shard's dirty set.
     pub(crate) fn dirty(&self, shard: usize) -> String {
         self.key_in(shard, "dirty", "")
+    }
+
+    /// A shard's set of leased counters.
+    pub(crate) fn live(&self, shard: usize) -> String {
+        self.key_in(shard, "live", "")
     }
 
     /// A shard's index of claim parts.
@@ -176,7 +194,8 @@ mod tests {
         let layout = Layout::new("p:", 16).unwrap();
         let key = Key::new("ns", "name").unwrap();
         let tag = format!("{{p:{}}}", layout.shard_of(&key));
-        assert!(layout.counter_hash(&key).starts_with(&tag));
+        assert!(layout.counter_value(&key).starts_with(&tag));
+        assert_eq!(layout.counter_value(&key), format!("{}ns/name", layout.value_prefix(layout.shard_of(&key))));
         assert!(layout.slice_hash(&key).starts_with(&tag));
         let used: std::collections::HashSet<usize> =
             (0..200).map(|i| layout.shard_of(&Key::named(format!("k{i}")).unwrap())).collect();

@@ -2,10 +2,12 @@
 //! only (one hash slot in a Cluster), so each runs atomically.
 //!
 //! Lua numbers are doubles, exact only up to 2^53, so no script does
-//! arithmetic on a counter's value: additions go through `HINCRBY` (exact,
-//! and it refuses to overflow), values travel as decimal strings, and the
-//! one comparison a claim needs ("does `T - F` fit in an i64?") is done on
-//! two exact limbs of nine digits.
+//! arithmetic on a counter's value. A counter's fields are big-endian i64
+//! in a string: scripts compare and copy them as bytes, add through
+//! `BITFIELD ... OVERFLOW FAIL INCRBY` (exact, and it refuses to overflow),
+//! and the one comparison a claim needs ("does `T - F` fit in an i64?") is
+//! made on exact 32-bit halves. Slices live in hashes as decimal strings,
+//! added with `HINCRBY` and compared on two exact limbs of nine digits.
 
 use redis::Script;
 
@@ -40,61 +42,142 @@ local function fits(h, l)
 end
 "#;
 
-/// `incr`: KEYS = counter hash, dirty set; ARGV = delta, now, member.
-/// Returns `{'missing'}`, `{'overflow'}` or `{'ok', total, flushed}`.
-const INCR: &str = r#"
-local v = redis.call('HMGET', KEYS[1], 't', 'f')
-if not v[1] or not v[2] then
-  if v[1] or v[2] then redis.call('HDEL', KEYS[1], 't', 'f') end
-  redis.call('ZREM', KEYS[2], ARGV[3])
-  return {'missing'}
+/// Helpers on a counter's string (see the layout): its fields are
+/// big-endian i64, compared and copied as bytes; the one comparison a claim
+/// needs is made on exact 32-bit halves.
+const VALUE: &str = r#"
+local LOADED = '\0\0\0\0\0\0\0\1'
+-- the fields of a counter's string: state, total, flushed mark (8 bytes
+-- each, or nil when the string is not a loaded counter)
+local function fields(key)
+  local v = redis.call('GETRANGE', key, 0, 31)
+  if #v < 24 or string.sub(v, 1, 8) ~= LOADED then return nil end
+  return string.sub(v, 9, 16), string.sub(v, 17, 24), string.sub(v, 25, 32)
 end
-if ARGV[1] ~= '0' then
-  local r = redis.pcall('HINCRBY', KEYS[1], 't', ARGV[1])
-  if type(r) == 'table' and r.err then
-    if string.find(r.err, 'overflow', 1, true) then return {'overflow'} end
-    return r
-  end
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[3])
+-- 8 bytes as a signed high half and an unsigned low half, both exact
+local function halves(b)
+  local b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(b, 1, 8)
+  local hi = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+  if hi >= 2147483648 then hi = hi - 4294967296 end
+  return hi, ((b5 * 256 + b6) * 256 + b7) * 256 + b8
 end
-return {'ok', redis.call('HGET', KEYS[1], 't'), v[2]}
+-- t - f = h * 2^32 + l with 0 <= l < 2^32; it fits an i64 iff h fits an i32
+local function span(t, f)
+  local th, tl = halves(t)
+  local fh, fl = halves(f)
+  local h, l = th - fh, tl - fl
+  if l < 0 then h, l = h - 1, l + 4294967296 end
+  return h, l
+end
+-- a small non-negative i64 (milliseconds) as a number
+local function ms_of(b)
+  if #b < 8 then return nil end
+  local n = 0
+  for i = 1, 8 do n = n * 256 + string.byte(b, i) end
+  return n
+end
+local function server_ms()
+  local t = redis.call('TIME')
+  return string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
 "#;
 
-/// `load`: KEYS = counter hash, dirty set; ARGV = total, flushed mark, now,
-/// member, whether the new counter starts dirty ('1'). Returns the total.
+/// `register`: the first increment of a lease. KEYS = counter string,
+/// dirty set, live set; ARGV = delta, now, member. Adds like the bare
+/// `BITFIELD` and records the lease (server time) in the live set.
+/// Returns `{'missing'}` (nothing changed), `{'overflow'}` or
+/// `{'ok', total and mark (16 bytes)}`.
+const REGISTER: &str = r#"
+if not fields(KEYS[1]) then return {'missing'} end
+local r = redis.call('BITFIELD', KEYS[1], 'OVERFLOW', 'FAIL', 'INCRBY', 'i64', '#1', ARGV[1])
+if not r[1] then return {'overflow'} end
+redis.call('ZADD', KEYS[3], 'GT', server_ms(), ARGV[3])
+if ARGV[1] ~= '0' then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[3]) end
+return {'ok', redis.call('GETRANGE', KEYS[1], 8, 23)}
+"#;
+
+/// `undo`: a bare increment found no loaded counter (it added to a lost
+/// one's string). KEYS = counter string; ARGV = the steps that take the
+/// delta back. If the counter was loaded meanwhile, the delta is in its
+/// total: `{'loaded', total and mark}`; else the steps are taken (the
+/// string goes if nothing is left in it) and `{'undone'}` returned.
+const UNDO: &str = r#"
+local t, f = fields(KEYS[1])
+if t then return {'loaded', t .. f} end
+for i = 1, #ARGV do redis.call('BITFIELD', KEYS[1], 'OVERFLOW', 'WRAP', 'INCRBY', 'i64', '#1', ARGV[i]) end
+if redis.call('GETRANGE', KEYS[1], 0, 31):find('[^%z]') == nil then redis.call('DEL', KEYS[1]) end
+return {'undone'}
+"#;
+
+/// `load`: KEYS = counter string, dirty set, live set; ARGV = total,
+/// flushed mark, now, member, whether the new counter starts dirty ('1').
+/// A loaded counter is left alone. A lost one's string (what was counted
+/// since the loss) is folded onto the total. Returns `{'ok', total}` (8
+/// bytes) or `{'overflow'}` (nothing changed).
 const LOAD: &str = r#"
-local v = redis.call('HMGET', KEYS[1], 't', 'f')
-if v[1] and v[2] then return v[1] end
-redis.call('HSET', KEYS[1], 't', ARGV[1], 'f', ARGV[2])
-if ARGV[5] == '1' then redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[4]) end
-return ARGV[1]
+local t = fields(KEYS[1])
+if t then return {'ok', t} end
+local since_loss = redis.call('GETRANGE', KEYS[1], 8, 15)
+local dirty = ARGV[5] == '1'
+if #since_loss == 8 then
+  local r = redis.call('BITFIELD', KEYS[1], 'OVERFLOW', 'FAIL', 'INCRBY', 'i64', '#1', ARGV[1])
+  if not r[1] then return {'overflow'} end
+  dirty = dirty or since_loss ~= '\0\0\0\0\0\0\0\0'
+else
+  redis.call('BITFIELD', KEYS[1], 'SET', 'i64', '#1', ARGV[1])
+end
+redis.call('BITFIELD', KEYS[1], 'SET', 'i64', '#0', '1', 'SET', 'i64', '#2', ARGV[2], 'SET', 'i64', '#3', ARGV[3])
+redis.call('ZADD', KEYS[3], 'GT', server_ms(), ARGV[4])
+if dirty then redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[4]) end
+return {'ok', redis.call('GETRANGE', KEYS[1], 8, 15)}
 "#;
 
-/// `set`: KEYS = counter hash, dirty set; ARGV = total, now, member.
-/// Returns `{'missing'}` or `{'ok', previous total}`.
+/// `set`: KEYS = counter string, dirty set; ARGV = total (8 bytes), now,
+/// member. Returns `{'missing'}` or `{'ok', previous total (8 bytes)}`.
 const SET: &str = r#"
-local v = redis.call('HMGET', KEYS[1], 't', 'f')
-if not v[1] or not v[2] then return {'missing'} end
-redis.call('HSET', KEYS[1], 't', ARGV[1])
-if v[1] ~= ARGV[1] then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[3]) end
-return {'ok', v[1]}
+local t = fields(KEYS[1])
+if not t then return {'missing'} end
+redis.call('SETRANGE', KEYS[1], 8, ARGV[1])
+if t ~= ARGV[1] then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[3]) end
+return {'ok', t}
 "#;
 
-/// `rebase`: KEYS = counter hash; ARGV = the flushed mark expected, the
-/// shift. Shifts `t` and `f` by it if `f` is still the mark expected.
-/// Returns `{'ok'}`, `{'moved'}` (no counter, or another mark) or
-/// `{'overflow'}` (nothing changed; `t` is restored from its string).
+/// `rebase`: KEYS = counter string; ARGV = the flushed mark expected (8
+/// bytes), the shift. Shifts `T` and `F` by it if `F` is still the mark
+/// expected. Returns `{'ok'}`, `{'moved'}` (no counter, or another mark) or
+/// `{'overflow'}` (nothing changed).
 const REBASE: &str = r#"
-local v = redis.call('HMGET', KEYS[1], 't', 'f')
-if not v[1] or not v[2] or v[2] ~= ARGV[1] then return {'moved'} end
-local r = redis.pcall('HINCRBY', KEYS[1], 't', ARGV[2])
-if type(r) == 'table' and r.err then return {'overflow'} end
-r = redis.pcall('HINCRBY', KEYS[1], 'f', ARGV[2])
-if type(r) == 'table' and r.err then
-  redis.call('HSET', KEYS[1], 't', v[1])
+local t, f = fields(KEYS[1])
+if not t or f ~= ARGV[1] then return {'moved'} end
+local r = redis.call('BITFIELD', KEYS[1], 'OVERFLOW', 'FAIL', 'INCRBY', 'i64', '#1', ARGV[2])
+if not r[1] then return {'overflow'} end
+r = redis.call('BITFIELD', KEYS[1], 'OVERFLOW', 'FAIL', 'INCRBY', 'i64', '#2', ARGV[2])
+if not r[1] then
+  redis.call('SETRANGE', KEYS[1], 8, t)
   return {'overflow'}
 end
 return {'ok'}
+"#;
+
+/// `sweep`, one step over a shard's live set: indexes in the dirty set
+/// every leased counter with a pending delta (scored by when it was last
+/// clean), and ends the leases older than the lease length. KEYS = live
+/// set, dirty set; ARGV = ZSCAN cursor, count, lease (ms), the shard's
+/// counter string prefix. Returns `{next cursor, cells indexed}`.
+const SWEEP: &str = r#"
+local now = tonumber(server_ms())
+local cutoff = now - tonumber(ARGV[3])
+local r = redis.call('ZSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local items, indexed = r[2], 0
+for i = 1, #items, 2 do
+  local member = items[i]
+  local t, f, clean = fields(ARGV[4] .. string.sub(member, 3))
+  if t and t ~= f then
+    if redis.call('ZADD', KEYS[2], 'NX', ms_of(clean) or now, member) == 1 then indexed = indexed + 1 end
+  end
+  if tonumber(items[i + 1]) < cutoff then redis.call('ZREM', KEYS[1], member) end
+end
+return {r[1], tostring(indexed)}
 "#;
 
 /// `incr_slices` for the slices of one shard, all or nothing: KEYS = dirty
@@ -121,38 +204,60 @@ return {'ok'}
 "#;
 
 /// `claim`, one shard's part: KEYS = part record, claims index, dirty set,
-/// then one hash per cell; ARGV = batch id, its creation (ms), now, then per
-/// cell its field suffix and member. A part already recorded under this id
-/// (a tombstone left by a recovering flusher) refuses the claim.
-/// Returns `{'refused'}` or `{'ok', member, old mark, new mark, ...}`.
+/// then one key per cell (a counter's string, a slice's hash); ARGV = batch
+/// id, its creation (ms), now, then per cell its field suffix (empty for a
+/// counter) and member. A part already recorded under this id (a
+/// tombstone left by a recovering flusher) refuses the claim.
+/// Returns `{'refused'}` or `{'ok', member, old mark, new mark, ...}`, the
+/// marks of a counter as 8 bytes each, of a slice in decimal.
 const CLAIM: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'refused'} end
 local out, rec = {'ok'}, {}
+local function record(member, old, new)
+  table.insert(rec, member)
+  table.insert(out, member)
+  table.insert(out, old)
+  table.insert(out, new)
+end
 for i = 1, #KEYS - 3 do
   local h, sfx, member = KEYS[i + 3], ARGV[2 + 2 * i], ARGV[3 + 2 * i]
-  local tf, ff = 't' .. sfx, 'f' .. sfx
-  local v = redis.call('HMGET', h, tf, ff)
-  local t, f = v[1], v[2]
   local clean = true
-  if t and f and t ~= f then
-    local hi, lo = diff(t, f)
-    local nf = t
-    if fits(hi, lo) then
-      redis.call('HSET', h, ff, t)
-    else
-      redis.call('HINCRBY', h, ff, hi > 0 and '9223372036854775807' or '-9223372036854775808')
-      nf = redis.call('HGET', h, ff)
-      clean = false
+  if sfx == '' then
+    local t, f = fields(h)
+    if t and t ~= f then
+      local hi, lo = span(t, f)
+      if hi >= -2147483648 and hi <= 2147483647 then
+        redis.call('SETRANGE', h, 16, t)
+      else
+        redis.call('BITFIELD', h, 'INCRBY', 'i64', '#2', hi > 0 and '9223372036854775807' or '-9223372036854775808')
+        clean = false
+      end
+      redis.call('BITFIELD', h, 'SET', 'i64', '#3', ARGV[3])
+      local nf = redis.call('GETRANGE', h, 16, 23)
+      record(member, f, nf)
+      table.insert(rec, f .. nf)
     end
-    table.insert(rec, member)
-    table.insert(rec, f .. ' ' .. nf)
-    table.insert(out, member)
-    table.insert(out, f)
-    table.insert(out, nf)
+  else
+    local tf, ff = 't' .. sfx, 'f' .. sfx
+    local v = redis.call('HMGET', h, tf, ff)
+    local t, f = v[1], v[2]
+    if t and f and t ~= f then
+      local hi, lo = diff(t, f)
+      local nf = t
+      if fits(hi, lo) then
+        redis.call('HSET', h, ff, t)
+      else
+        redis.call('HINCRBY', h, ff, hi > 0 and '9223372036854775807' or '-9223372036854775808')
+        nf = redis.call('HGET', h, ff)
+        clean = false
+      end
+      record(member, f, nf)
+      table.insert(rec, f .. ' ' .. nf)
+    end
+    if clean and t and f then redis.call('HDEL', h, tf, ff) end
   end
   if clean then
     redis.call('ZREM', KEYS[3], member)
-    if sfx ~= '' and t and f then redis.call('HDEL', h, tf, ff) end
   else
     redis.call('ZADD', KEYS[3], ARGV[3], member)
   end
@@ -186,11 +291,12 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 "#;
 
-/// Forgets a counter and its slices. KEYS = counter hash, slice hash, dirty
-/// set; ARGV = the counter's member, its display form.
+/// Forgets a counter and its slices. KEYS = counter string, slice hash,
+/// dirty set, live set; ARGV = the counter's member, its display form.
 const REMOVE: &str = r#"
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 for _, f in ipairs(redis.call('HKEYS', KEYS[2])) do
   if string.sub(f, 1, 2) == 't:' then
     redis.call('ZREM', KEYS[3], 's' .. string.sub(f, 2) .. ':' .. ARGV[2])
@@ -203,10 +309,12 @@ return 1
 /// The cache's scripts, hashed once.
 #[derive(Debug)]
 pub(crate) struct Scripts {
-    pub(crate) incr: Script,
+    pub(crate) register: Script,
+    pub(crate) undo: Script,
     pub(crate) load: Script,
     pub(crate) set: Script,
     pub(crate) rebase: Script,
+    pub(crate) sweep: Script,
     pub(crate) slices: Script,
     pub(crate) claim: Script,
     pub(crate) freeze: Script,
@@ -216,13 +324,16 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     pub(crate) fn new() -> Scripts {
+        let on_values = |body: &str| Script::new(&format!("{VALUE}{body}"));
         Scripts {
-            incr: Script::new(INCR),
-            load: Script::new(LOAD),
-            set: Script::new(SET),
-            rebase: Script::new(REBASE),
+            register: on_values(REGISTER),
+            undo: on_values(UNDO),
+            load: on_values(LOAD),
+            set: on_values(SET),
+            rebase: on_values(REBASE),
+            sweep: on_values(SWEEP),
             slices: Script::new(SLICES),
-            claim: Script::new(&format!("{LIMBS}{CLAIM}")),
+            claim: Script::new(&format!("{LIMBS}{VALUE}{CLAIM}")),
             freeze: Script::new(FREEZE),
             ack: Script::new(ACK),
             remove: Script::new(REMOVE),

@@ -26,8 +26,11 @@ pub mod pending_age;
 pub mod process_memory;
 pub mod progress;
 pub mod redis_benchmark;
+#[cfg(feature = "redis")]
+pub mod redis_raw;
 pub mod report;
 pub mod run;
+pub mod server_work;
 pub mod store_apply;
 pub mod targets;
 pub mod workload;

@@ -10,6 +10,7 @@ use crate::counting_store::StoreCounts;
 use crate::driver::LoadOutcome;
 use crate::latency::LatencySummary;
 use crate::machine::Machine;
+use crate::server_work::ServerWork;
 
 /// The settings of a run, echoed in its report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -151,6 +152,10 @@ pub struct Phase {
     /// Rows per second, for a baseline that writes rows (the store's batch apply).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows_per_sec: Option<f64>,
+    /// What the cache server did, by its own accounting (Redis `INFO
+    /// commandstats`), flushes included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerWork>,
 }
 
 impl Phase {
@@ -304,6 +309,19 @@ impl RunReport {
             if phase.errors > 0 {
                 let _ =
                     writeln!(out, "  {} errors, first: {}", phase.errors, phase.first_error.as_deref().unwrap_or("?"));
+            }
+        }
+        for phase in std::iter::once(&self.library).chain(&self.baselines) {
+            if let Some(server) = &phase.server {
+                let calls: Vec<String> = server.calls.iter().map(|(name, n)| format!("{name} {}", si(*n as f64))).collect();
+                let _ = writeln!(
+                    out,
+                    "server, {}: {:.2} commands and {:.2} µs per increment ({})",
+                    phase.name,
+                    server.commands_per_increment,
+                    server.usec_per_increment,
+                    calls.join(", ")
+                );
             }
         }
         if let Some(lag) = &self.library.pending {

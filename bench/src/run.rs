@@ -25,7 +25,7 @@ const WARM_CHUNK: usize = 500;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Baseline {
     /// The baselines that fit the cache and store: `dashmap` always,
-    /// `direct` for a store, `redis-benchmark` for a Redis cache,
+    /// `direct` for a store, `redis-raw` and `redis-benchmark` for a Redis cache,
     /// `memcache-raw` for a memcached cache.
     Auto,
     /// No baseline.
@@ -36,6 +36,9 @@ pub enum Baseline {
     Direct,
     /// `redis-benchmark -t incr -P 16` against the cache's Redis.
     RedisBenchmark,
+    /// Raw redis-rs `HINCRBY`s, one per increment, from the same tasks over
+    /// the kind of connection the Redis cache uses.
+    RedisRaw,
     /// Raw pipelined `incr`s against the cache's memcached.
     MemcacheRaw,
     /// The store's own batch-apply rate: batches of its largest size
@@ -133,12 +136,14 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, String> {
         }
         #[cfg(feature = "redis")]
         OpenedCache::Redis(cache) => {
+            let before = crate::redis_raw::read_commandstats(&options.cache).await;
             let phase = if options.combining {
                 let combining = counters::combining::CombiningCache::start(cache.clone(), combining_options(options));
                 library_phase(combining, store, &names, spec, options).await
             } else {
                 library_phase(cache.clone(), store, &names, spec, options).await
             };
+            let phase = with_server_work(phase, &options.cache, before).await;
             if cache_url != options.cache {
                 // The run's own prefix: remove what it left in Redis.
                 use counters::testing::CacheFaults;
@@ -175,6 +180,7 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, String> {
             Baseline::Dashmap => dashmap_phase(&names, spec, options).await,
             Baseline::Direct => direct_phase(&baseline_store("direct.sqlite"), &id, options).await,
             Baseline::RedisBenchmark => redis_benchmark_phase(&options.cache, options).await,
+            Baseline::RedisRaw => redis_raw_phase(&options.cache, &id, options).await,
             Baseline::MemcacheRaw => memcache_raw_phase(&options.cache, &id, options).await,
             Baseline::StoreApply => store_apply_phase(&baseline_store("apply.sqlite"), &id, options).await,
             Baseline::Auto | Baseline::None => continue,
@@ -202,7 +208,7 @@ fn resolve(asked: &[Baseline], cache: &str, store: &str) -> Vec<Baseline> {
                     auto.push(Baseline::Direct);
                 }
                 match backends::scheme(cache) {
-                    "redis" | "redis+cluster" => auto.push(Baseline::RedisBenchmark),
+                    "redis" | "redis+cluster" => auto.extend([Baseline::RedisRaw, Baseline::RedisBenchmark]),
                     "memcache" => auto.push(Baseline::MemcacheRaw),
                     _ => {}
                 }
@@ -376,6 +382,41 @@ async fn redis_benchmark_phase(cache: &str, options: &RunOptions) -> Result<Phas
     phase.latency.p50_us = result.p50_us;
     phase.latency.p99_us = result.p99_us;
     Ok(phase)
+}
+
+/// Adds what the Redis server did since `before` to a phase.
+#[cfg(feature = "redis")]
+async fn with_server_work(
+    phase: Result<Phase, String>,
+    url: &str,
+    before: Result<crate::server_work::CommandStats, String>,
+) -> Result<Phase, String> {
+    let mut phase = phase?;
+    if let (Ok(before), Ok(after)) = (before, crate::redis_raw::read_commandstats(url).await) {
+        phase.server = Some(crate::server_work::ServerWork::of(after.since(&before), phase.increments));
+    }
+    Ok(phase)
+}
+
+#[cfg(feature = "redis")]
+async fn redis_raw_phase(cache: &str, id: &str, options: &RunOptions) -> Result<Phase, String> {
+    let names = key_names(&format!("{id}:raw"), options.keys);
+    let target = Arc::new(crate::redis_raw::RedisRawBaseline::connect(cache, &names).await?);
+    let spec = LoadSpec { duration: Some(options.duration), increments: None, latency_sample: 1 };
+    let sequences = task_sequences(options.tasks, options.keys, options.distribution, &options.deltas);
+    let name = "baseline: redis-rs HINCRBY";
+    let progress = PhaseProgress::new(name, &spec, options.progress);
+    let before = crate::redis_raw::read_commandstats(cache).await;
+    let outcome = run_load(target.clone(), sequences, spec, |done, elapsed| progress.update(done, elapsed)).await;
+    progress.finish();
+    let phase = with_server_work(Ok(Phase::from_load(name, &outcome)), cache, before).await;
+    target.clean_up().await?;
+    phase
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_raw_phase(_: &str, _: &str, _: &RunOptions) -> Result<Phase, String> {
+    Err("the raw Redis baseline needs the `redis` feature of counters-bench".into())
 }
 
 async fn memcache_raw_phase(cache: &str, id: &str, options: &RunOptions) -> Result<Phase, String> {

@@ -152,7 +152,23 @@ pub trait CacheLayer: Send + Sync + std::fmt::Debug + 'static {
 
     /// Up to `limit` cells with a pending delta that became dirty at or
     /// before `dirty_before_ms`, oldest first where the backend can.
+    ///
+    /// A cache whose hot path does not index every write (see
+    /// [`sweep`](Self::sweep)) lists what its last sweep found.
     async fn dirty(&self, dirty_before_ms: u64, limit: usize) -> Result<Vec<DirtyCell>>;
+
+    /// Makes every delta counted before the call visible to
+    /// [`dirty`](Self::dirty) and [`stats`](Self::stats).
+    ///
+    /// Most caches index a cell as dirty in the same step as the increment,
+    /// and need nothing here (the default). A cache whose hot path is a bare
+    /// add (the Redis cache: counters registered for a lease take one
+    /// command per increment) finds the cells that turned dirty since the
+    /// last sweep. The engine sweeps at the start of every flush barrier
+    /// and, in the background, at least twice per shortest flush interval.
+    async fn sweep(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Atomically moves the pending deltas of `cells` into a claim recorded
     /// under `id` and returns it as a batch (cells with nothing pending are

@@ -396,6 +396,12 @@ impl<C: CacheLayer + ?Sized> CacheLayer for CombiningCache<C> {
         Ok(out)
     }
 
+    async fn sweep(&self) -> Result<()> {
+        self.push().await?;
+        self.settle().await;
+        self.inner.sweep().await
+    }
+
     async fn stats(&self) -> Result<CacheStats> {
         let mut stats = self.inner.stats().await?;
         for entry in self.local.iter().filter(|e| e.unsent.load(SeqCst) != 0) {

@@ -590,6 +590,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         let _call = engine.gate.enter()?;
         let mut values: BTreeMap<Key, i64> =
             engine.store_call("a listing", engine.store.list(query)).await?.into_iter().collect();
+        // Pending deltas count in the order (top-N): every one must be listed.
+        engine.cache.sweep().await?;
         for dirty in engine.cache.dirty(u64::MAX, usize::MAX).await? {
             if let Cell::Counter(key) = dirty.cell {
                 if query.matches(&key) {

@@ -62,6 +62,9 @@ pub(crate) struct Engine<C: ?Sized, S: ?Sized> {
     pub(crate) dirtied: AtomicU64,
     /// Dirty cells in the cache at the last reading.
     pub(crate) last_dirty: AtomicU64,
+    /// When the background flusher last had the cache index what its hot
+    /// path does not ([`CacheLayer::sweep`]; ms since the epoch).
+    pub(crate) last_cache_sweep_ms: AtomicU64,
     probe: tokio::sync::Mutex<Probe>,
     pub(crate) probe_passed: AtomicBool,
     /// A permanent failure of the store as a whole (no key named), and
@@ -95,6 +98,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             closed: AtomicBool::new(false),
             dirtied: AtomicU64::new(0),
             last_dirty: AtomicU64::new(0),
+            last_cache_sweep_ms: AtomicU64::new(0),
             probe: tokio::sync::Mutex::new(Probe::Unknown),
             probe_passed: AtomicBool::new(false),
             store_failure: Mutex::new(None),

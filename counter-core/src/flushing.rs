@@ -178,6 +178,11 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         let shortest = self.config.families.shortest_interval().as_millis() as u64;
         let slack = 2 * self.config.tick().as_millis() as u64;
         let page = self.config.dirty_page(self.batch_size());
+        // Twice per interval, so a cell the sweep finds late is still due in time.
+        if now.saturating_sub(self.last_cache_sweep_ms.load(Relaxed)) >= shortest / 2 {
+            self.last_cache_sweep_ms.store(now, Relaxed);
+            self.cache.sweep().await?;
+        }
         while errors.iter().all(refuses_cell) {
             let dirty = self.cache.dirty(now.saturating_sub(shortest), page).await?;
             let full = dirty.len() == page;
@@ -257,6 +262,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     async fn flush_all_pass(&self, take_over: bool, reconcile: bool) -> Result<FlushReport> {
         let mut report = FlushReport::default();
         let mut errors = self.land_backlog(&mut report, true, take_over).await?;
+        self.cache.sweep().await?;
         // Passes until nothing is dirty; bounded, so that a flush under
         // constant traffic drains what was pending when it started and ends.
         // (A pending delta beyond the i64 range needs up to three passes.)

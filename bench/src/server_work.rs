@@ -1,0 +1,99 @@
+//! What a cache server did during a phase, by its own accounting (Redis
+//! `INFO commandstats`): commands and server microseconds per increment.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// What the server counted in `INFO commandstats`, summed over every node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CommandStats {
+    /// Calls per command (lower case, as Redis names them).
+    pub calls: BTreeMap<String, u64>,
+    /// Microseconds of server time, over every command.
+    pub usec: u64,
+}
+
+impl CommandStats {
+    /// Adds the `cmdstat_<name>:calls=N,usec=U,...` lines of one reply.
+    pub fn add_info(&mut self, text: &str) {
+        for line in text.lines() {
+            let Some((name, fields)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else {
+                continue;
+            };
+            for field in fields.split(',') {
+                match field.split_once('=') {
+                    Some(("calls", n)) => *self.calls.entry(name.to_string()).or_default() += n.parse().unwrap_or(0),
+                    Some(("usec", n)) => self.usec += n.parse::<u64>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// What happened between `before` and `self`, without the commands
+    /// that read the figures (`info`) and with commands that did not run
+    /// left out.
+    pub fn since(&self, before: &CommandStats) -> CommandStats {
+        let mut calls = BTreeMap::new();
+        for (name, n) in &self.calls {
+            let delta = n.saturating_sub(before.calls.get(name).copied().unwrap_or(0));
+            if delta > 0 && name != "info" {
+                calls.insert(name.clone(), delta);
+            }
+        }
+        CommandStats { calls, usec: self.usec.saturating_sub(before.usec) }
+    }
+}
+
+/// The server's work during one phase, per successful increment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServerWork {
+    /// Commands the server ran, in all (scripts count as one, and each
+    /// command a script calls counts too, as Redis counts them).
+    pub commands: u64,
+    /// Commands per successful increment.
+    pub commands_per_increment: f64,
+    /// Microseconds of server time per successful increment.
+    pub usec_per_increment: f64,
+    /// The calls by command.
+    pub calls: BTreeMap<String, u64>,
+}
+
+impl ServerWork {
+    /// The work of `stats` (a difference) spread over `increments`.
+    pub fn of(stats: CommandStats, increments: u64) -> ServerWork {
+        let per = increments.max(1) as f64;
+        let commands = stats.calls.values().sum();
+        ServerWork {
+            commands,
+            commands_per_increment: commands as f64 / per,
+            usec_per_increment: stats.usec as f64 / per,
+            calls: stats.calls,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commandstats_lines_add_up_and_subtract() {
+        let mut before = CommandStats::default();
+        before.add_info("# Commandstats\r\ncmdstat_hincrby:calls=10,usec=20,usec_per_call=2.00,rejected_calls=0\r\n");
+        let mut after = CommandStats::default();
+        after.add_info(
+            "cmdstat_hincrby:calls=15,usec=30,usec_per_call=2.00\r\ncmdstat_info:calls=3,usec=9\r\ncmdstat_zadd:calls=4,usec=8\r\n",
+        );
+        let delta = after.since(&before);
+        assert_eq!(delta.calls.get("hincrby"), Some(&5));
+        assert_eq!(delta.calls.get("zadd"), Some(&4));
+        assert!(!delta.calls.contains_key("info"));
+        assert_eq!(delta.usec, 27);
+        let work = ServerWork::of(delta, 9);
+        assert_eq!(work.commands, 9);
+        assert!((work.commands_per_increment - 1.0).abs() < 1e-9);
+        assert!((work.usec_per_increment - 3.0).abs() < 1e-9);
+    }
+}
