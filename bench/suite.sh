@@ -35,6 +35,12 @@ run memory-hot-key run --keys 1 --duration 10 --baseline dashmap
 run memory-zipf run --distribution zipf:1.1 --deltas 1:90,5:9,-1:1 --duration 10 --baseline dashmap
 run amplification run --increments 1000000 --interval 60 --baseline dashmap
 run redis-atomic run --cache "$COUNTERS_TEST_REDIS_URL" --tasks 256 --duration 10 --baseline redis-benchmark
+# The same work from the raw client: a HINCRBY per increment, same tasks, same
+# connection kind (the report adds server commands and µs per increment).
+run redis-raw run --cache "$COUNTERS_TEST_REDIS_URL" --keys 10000 --tasks 256 --duration 10 --interval 2 \
+    --baseline redis-raw
+run redis-cluster-raw run --cache "$COUNTERS_TEST_REDIS_CLUSTER_URL" --keys 10000 --tasks 256 --duration 10 \
+    --interval 2 --baseline redis-raw
 run redis-combining run --cache "$COUNTERS_TEST_REDIS_URL" --combining --duration 10 --baseline redis-benchmark
 run redis-combining-zipf run --cache "$COUNTERS_TEST_REDIS_URL" --combining --distribution zipf:1.1 --duration 10 \
     --baseline redis-benchmark

@@ -116,8 +116,9 @@ pub struct RedisCache {
     cluster: bool,
     tombstone_ttl_ms: u64,
     lease: Duration,
-    /// Until when this process may add to a counter with a bare `BITFIELD`.
-    leases: DashMap<Key, Instant>,
+    /// Until when this process may add to a counter with a bare `BITFIELD`
+    /// (looked up on every increment: foldhash, seeded per process).
+    leases: DashMap<Key, Instant, foldhash::fast::RandomState>,
     registrations: AtomicU64,
     /// Tags holding parts of claims this process knows, for `ack`.
     parts: Mutex<HashMap<BatchId, Vec<usize>>>,
@@ -149,7 +150,7 @@ impl RedisCache {
             cluster: target.cluster,
             tombstone_ttl_ms: options.tombstone_ttl.as_millis().max(1) as u64,
             lease: options.lease.max(Duration::from_millis(2)),
-            leases: DashMap::new(),
+            leases: DashMap::default(),
             registrations: AtomicU64::new(0),
             parts: Mutex::new(HashMap::new()),
         };
@@ -167,7 +168,12 @@ impl RedisCache {
         self.layout.shards()
     }
 
-    async fn invoke<T: FromRedisValue, A: ToRedisArgs>(&self, script: &Script, keys: &[String], args: &[A]) -> Result<T> {
+    async fn invoke<T: FromRedisValue, A: ToRedisArgs>(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[A],
+    ) -> Result<T> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(key);
@@ -395,8 +401,7 @@ fn cell_name(cell: &Cell) -> String {
 /// The delta between two flushed marks, which the claim script keeps
 /// within the i64 range.
 fn delta(old: i64, new: i64, cell: &Cell) -> Result<i64> {
-    i64::try_from(i128::from(new) - i128::from(old))
-        .map_err(|_| corrupt(cell_name(cell), &format!("{old} {new}")))
+    i64::try_from(i128::from(new) - i128::from(old)).map_err(|_| corrupt(cell_name(cell), &format!("{old} {new}")))
 }
 
 /// A cell's cached state from its `GETRANGE` (a counter) or `HMGET` (a
@@ -448,7 +453,8 @@ impl CacheLayer for RedisCache {
     async fn incr(&self, key: &Key, delta: i64) -> Result<CacheIncr> {
         let value = self.layout.counter_value(key);
         if delta == 0 {
-            let cmd = redis::cmd("BITFIELD").arg(&value).arg(&["GET", "i64", "#0", "GET", "i64", "#1", "GET", "i64", "#2"][..]).clone();
+            let mut cmd = redis::cmd("BITFIELD");
+            cmd.arg(&value).arg(&["GET", "i64", "#0", "GET", "i64", "#1", "GET", "i64", "#2"][..]);
             let reply: Vec<Option<i64>> = self.command(&cmd).await.map_err(|e| e.with_key(key))?;
             return match reply.as_slice() {
                 [Some(1), Some(total), Some(flushed)] => Ok(applied(*total, *flushed)),
@@ -460,12 +466,11 @@ impl CacheLayer for RedisCache {
             return self.register_and_add(key, value, delta).await.map_err(|e| e.with_key(key));
         }
         // The hot path: one command.
-        let cmd = redis::cmd("BITFIELD")
-            .arg(&value)
+        let mut cmd = redis::cmd("BITFIELD");
+        cmd.arg(&value)
             .arg(&["GET", "i64", "#0", "OVERFLOW", "FAIL", "INCRBY", "i64", "#1"][..])
             .arg(delta)
-            .arg(&["GET", "i64", "#2"][..])
-            .clone();
+            .arg(&["GET", "i64", "#2"][..]);
         let reply: Vec<Option<i64>> = self.command(&cmd).await.map_err(|e| e.with_key(key))?;
         match reply.as_slice() {
             [Some(1), Some(total), Some(flushed)] => Ok(applied(*total, *flushed)),
@@ -571,7 +576,10 @@ impl CacheLayer for RedisCache {
                     Cell::Counter(key) => pipe.cmd("GETRANGE").arg(self.layout.counter_value(key)).arg(0).arg(23),
                     Cell::Slice(_) => {
                         let suffix = field_suffix(cell);
-                        pipe.cmd("HMGET").arg(self.layout.key_of(cell)).arg(format!("t{suffix}")).arg(format!("f{suffix}"))
+                        pipe.cmd("HMGET")
+                            .arg(self.layout.key_of(cell))
+                            .arg(format!("t{suffix}"))
+                            .arg(format!("f{suffix}"))
                     }
                 };
             }

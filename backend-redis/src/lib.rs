@@ -2,8 +2,9 @@
 //!
 //! - [`RedisCache`]: a [`CacheLayer`](counter_core::CacheLayer) shared by
 //!   every process that points at the same Redis (standalone or Cluster).
-//!   An increment is one script call that adds to the counter's total and
-//!   returns the new cluster-wide total; claims of pending deltas are
+//!   An increment is one `BITFIELD` command (a script the first time a
+//!   process touches the counter in a lease) that adds to the counter's
+//!   total and returns the new cluster-wide total; claims of pending deltas are
 //!   atomic and recorded in Redis, so a flusher that dies leaves work
 //!   another process recovers.
 //! - [`RedisStore`]: a [`DurableStore`](counter_core::DurableStore) on a

@@ -5,8 +5,9 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-use backend_redis::RedisCache;
+use backend_redis::{RedisCache, RedisCacheOptions, RedisTarget};
 use common::{cache_at, random_prefix, service_url};
 use counter_core::testing::{CacheFaults, CachePart};
 use counter_core::{BatchId, CacheIncr, CacheLayer, Cell, ErrorKind, Key, Precision, SliceId};
@@ -239,4 +240,101 @@ async fn bad_urls_and_prefixes_are_config_errors() {
     }
     let e = RedisCache::connect("redis://127.0.0.1:1").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "nothing listens on port 1: {e}");
+}
+
+/// Whether the live set of a one-shard cache under `prefix` holds `key`.
+async fn registered(url: &str, prefix: &str, key: &Key) -> bool {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{{{prefix}0}}live"))
+        .arg(format!("c:{key}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    score.is_some()
+}
+
+/// Claims and acknowledges `cell`: the delta it moved.
+async fn drain(cache: &RedisCache, cell: &Cell) -> i64 {
+    let id = BatchId::new();
+    let batch = cache.claim(id, std::slice::from_ref(cell)).await.unwrap();
+    cache.ack(id).await.unwrap();
+    batch.entries.iter().map(|e| e.delta).sum()
+}
+
+async fn is_dirty(cache: &RedisCache, cell: &Cell) -> bool {
+    cache.dirty(u64::MAX, 100).await.unwrap().iter().any(|d| &d.cell == cell)
+}
+
+/// The fast path's state: the first increment registers a counter (live set
+/// and dirty index); bare adds within half a lease reach the dirty index
+/// only through the sweep; a sweep a whole lease later forgets a clean
+/// counter's registration, and the next increment registers it again.
+#[tokio::test]
+async fn leases_register_once_are_swept_and_expire() {
+    let Some(url) = service_url(STANDALONE) else { return };
+    let prefix = random_prefix();
+    let lease = Duration::from_millis(600);
+    let options = RedisCacheOptions::with_prefix(&prefix).lease(lease);
+    let cache = RedisCache::connect_with(RedisTarget::parse(&url).unwrap(), options).await.unwrap();
+    let k = key("leased");
+    let cell = Cell::Counter(k.clone());
+    cache.load(&k, 0, 0).await.unwrap();
+    assert!(registered(&url, &prefix, &k).await, "a load registers");
+
+    assert_eq!(applied(&cache, &k, 1).await, (1, 1));
+    assert!(is_dirty(&cache, &cell).await, "a registering increment indexes the counter");
+    assert_eq!(drain(&cache, &cell).await, 1);
+    assert!(!is_dirty(&cache, &cell).await);
+
+    assert_eq!(applied(&cache, &k, 2).await, (3, 2), "a bare add returns the exact total");
+    assert!(!is_dirty(&cache, &cell).await, "a bare add is one BITFIELD: not indexed by itself");
+    cache.sweep().await.unwrap();
+    assert!(is_dirty(&cache, &cell).await, "the sweep indexes a leased counter with a pending delta");
+    assert_eq!(drain(&cache, &cell).await, 2);
+
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    cache.sweep().await.unwrap();
+    assert!(!registered(&url, &prefix, &k).await, "a clean counter's registration ends a lease after it began");
+    assert!(!is_dirty(&cache, &cell).await);
+    assert_eq!(applied(&cache, &k, 4).await, (7, 4));
+    assert!(registered(&url, &prefix, &k).await, "after its lease the next increment registers again");
+    assert!(is_dirty(&cache, &cell).await);
+    assert_eq!(drain(&cache, &cell).await, 4);
+}
+
+/// A leased counter whose string is lost: the bare add finds no loaded
+/// counter and takes its delta back, so the reload installs the store's
+/// value and nothing counted into the lost string survives as a total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_adds_on_a_lost_counter_never_make_a_wrong_total() {
+    let Some(url) = service_url(STANDALONE) else { return };
+    let cache = Arc::new(cache_at(&url, &random_prefix(), None).await);
+    let k = key("lost");
+    cache.load(&k, 100, 0).await.unwrap();
+    assert_eq!(applied(&cache, &k, 1).await, (101, 1), "registered");
+    cache.lose_part(&k, CachePart::Total).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (cache, k) = (cache.clone(), k.clone());
+            tokio::spawn(async move {
+                let mut missing = 0;
+                for _ in 0..50 {
+                    if cache.incr(&k, 1).await.unwrap() == CacheIncr::Missing {
+                        missing += 1;
+                    }
+                }
+                missing
+            })
+        })
+        .collect();
+    let mut missing = 0;
+    for task in tasks {
+        missing += task.await.unwrap();
+    }
+    assert_eq!(missing, 400, "every increment of the lost counter reports it missing");
+    assert_eq!(cache.get_many(&[Cell::Counter(k.clone())]).await.unwrap()[0], None);
+    assert_eq!(cache.load(&k, 200, 0).await.unwrap(), 200, "the reload sees nothing the lost string took");
+    assert_eq!(applied(&cache, &k, 1).await, (201, 1));
 }

@@ -77,7 +77,8 @@ impl RedisRawBaseline {
 
 impl IncrTarget for RedisRawBaseline {
     fn incr(&self, key: usize, delta: i64) -> impl Future<Output = Result<(), String>> + Send {
-        let cmd = redis::cmd("HINCRBY").arg(&self.keys[key]).arg("t").arg(delta).clone();
+        let mut cmd = redis::cmd("HINCRBY");
+        cmd.arg(&self.keys[key]).arg("t").arg(delta);
         let conn = self.conn.clone();
         async move {
             let total: Result<i64, _> = match conn {

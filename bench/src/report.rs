@@ -313,7 +313,8 @@ impl RunReport {
         }
         for phase in std::iter::once(&self.library).chain(&self.baselines) {
             if let Some(server) = &phase.server {
-                let calls: Vec<String> = server.calls.iter().map(|(name, n)| format!("{name} {}", si(*n as f64))).collect();
+                let calls: Vec<String> =
+                    server.calls.iter().map(|(name, n)| format!("{name} {}", si(*n as f64))).collect();
                 let _ = writeln!(
                     out,
                     "server, {}: {:.2} commands and {:.2} µs per increment ({})",

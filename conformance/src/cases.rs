@@ -14,9 +14,11 @@ use counter_core::{
 
 use crate::harness::Backends;
 
+pub use crate::cold::*;
 pub use crate::convergence::*;
 pub use crate::delivery::*;
 pub use crate::hostile::*;
+pub use crate::leases::*;
 pub use crate::refusals::*;
 
 /// Polls `check` until it holds or `limit` passes.

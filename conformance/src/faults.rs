@@ -34,6 +34,9 @@ pub struct FaultyStore<S: DurableStore + ?Sized> {
     /// Microseconds every apply waits before it reaches the store.
     apply_delay_us: AtomicU64,
     apply_calls: AtomicU64,
+    /// Microseconds every read of counters waits before it reaches the store.
+    read_delay_us: AtomicU64,
+    read_calls: AtomicU64,
     ledger: Arc<Ledger>,
 }
 
@@ -81,6 +84,8 @@ impl<S: DurableStore + ?Sized> FaultyStore<S> {
             hung: Arc::new(AtomicU64::new(0)),
             apply_delay_us: AtomicU64::new(0),
             apply_calls: AtomicU64::new(0),
+            read_delay_us: AtomicU64::new(0),
+            read_calls: AtomicU64::new(0),
             ledger: Arc::default(),
         }
     }
@@ -147,6 +152,17 @@ impl<S: DurableStore + ?Sized> FaultyStore<S> {
         while self.hung.load(SeqCst) > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
+    }
+
+    /// Every read of counters (`get_many`) waits `delay` before it reaches
+    /// the store: a store far away. Zero ends it.
+    pub fn set_read_delay(&self, delay: std::time::Duration) {
+        self.read_delay_us.store(delay.as_micros().min(u128::from(u64::MAX)) as u64, SeqCst);
+    }
+
+    /// Reads of counters (`get_many` calls) made, whatever became of them.
+    pub fn read_calls(&self) -> u64 {
+        self.read_calls.load(SeqCst)
     }
 
     /// Apply calls the inner store answered with an outcome.
@@ -253,6 +269,11 @@ impl<S: DurableStore + ?Sized> DurableStore for FaultyStore<S> {
     }
 
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<i64>>> {
+        self.read_calls.fetch_add(1, SeqCst);
+        let delay = self.read_delay_us.load(SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(delay)).await;
+        }
         self.check_up()?;
         self.inner.get_many(keys).await
     }

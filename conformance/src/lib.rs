@@ -17,11 +17,13 @@
 #![deny(missing_docs)]
 
 pub mod cases;
+pub mod cold;
 pub mod convergence;
 pub mod delivery;
 pub mod faults;
 pub mod harness;
 pub mod hostile;
+pub mod leases;
 pub mod model;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -83,6 +85,8 @@ macro_rules! conformance_suite {
             drift_converges_in_the_background,
             refused_rollup_leaves_no_trace,
             hostile_names_stay_distinct_and_list_literally,
+            counters_idle_beyond_a_lease_still_flush,
+            cold_counters_load_in_few_reads,
         );
     };
 }

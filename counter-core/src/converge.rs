@@ -47,7 +47,8 @@ const MAX_WATCHED: usize = 1_000_000;
 /// counter seen for the first time takes the lock of the order.
 #[derive(Debug, Default)]
 pub(crate) struct Watched {
-    known: DashMap<Key, ()>,
+    /// Hashed with foldhash: checked on every increment of a shared cache.
+    known: DashMap<Key, (), foldhash::fast::RandomState>,
     order: Mutex<VecDeque<Key>>,
     /// Counters to reconcile at the next pass (batches of theirs landed).
     soon: Mutex<HashSet<Key>>,

@@ -73,6 +73,8 @@ pub(crate) struct Engine<C: ?Sized, S: ?Sized> {
     pub(crate) journal: Option<Journal>,
     /// Counters watched for drift from the store.
     pub(crate) watched: crate::converge::Watched,
+    /// Store reads of cache misses, coalesced.
+    cold: crate::cold_reads::ColdReads,
     /// Whether the cache is shared with other processes.
     pub(crate) shared_cache: bool,
     pub(crate) last_sweep_ms: AtomicU64,
@@ -104,6 +106,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             store_failure: Mutex::new(None),
             journal,
             watched: Default::default(),
+            cold: Default::default(),
             shared_cache,
             last_sweep_ms: AtomicU64::new(now_ms()),
             last_orphan_scan_ms: AtomicU64::new(0),
@@ -217,7 +220,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                     return Ok((total, pending));
                 }
                 CacheIncr::Missing => {
-                    let durable = self.resolve(std::slice::from_ref(key)).await?[0];
+                    let durable = self.resolve_miss(key).await?;
                     let extra = match durable {
                         Some(_) => 0,
                         None => default.unwrap_or(0),
@@ -281,6 +284,30 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     pub(crate) async fn resolve(&self, keys: &[Key]) -> Result<Vec<Option<i64>>> {
         self.land_touching(keys).await?;
         self.store_call("a read", self.store.get_many(keys)).await
+    }
+
+    /// [`resolve`](Self::resolve) for a counter that missed in the cache,
+    /// read together with the other misses of the moment (see
+    /// [`cold_reads`](crate::cold_reads)). If the group's read fails, the
+    /// counter is read alone, so another counter's trouble is not its own.
+    pub(crate) async fn resolve_miss(&self, key: &Key) -> Result<Option<i64>> {
+        let group = self.cold.join(key);
+        let read = group
+            .read()
+            .get_or_init(|| async {
+                let (_turn, keys) = self.cold.close(&group).await;
+                let values = self.resolve(&keys).await.map(|values| keys.iter().cloned().zip(values).collect());
+                crate::cold_reads::GroupRead { keys: keys.len(), values }
+            })
+            .await;
+        match &read.values {
+            Ok(values) if values.contains_key(key) => return Ok(values[key]),
+            Err(e) if read.keys == 1 => return Err(e.clone()),
+            Err(e) => debug!(error = %e, counters = read.keys, "a coalesced read failed; its counters read one by one"),
+            // Not reached: every member joined before its group closed.
+            Ok(_) => {}
+        }
+        Ok(self.resolve(std::slice::from_ref(key)).await?[0])
     }
 
     /// Lands every batch this engine holds, and every claim the cache

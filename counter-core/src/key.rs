@@ -177,10 +177,21 @@ impl Key {
 /// or `/name` there when the name itself contains `/`, so that parsing it
 /// back gives the same key.
 fn display(namespace: &str, name: &str) -> String {
+    let mut text = String::with_capacity(namespace.len() + 1 + name.len());
+    write_display(&mut text, namespace, name).expect("a String takes any text");
+    text
+}
+
+/// A key's display form, written without an intermediate string: `name`
+/// alone in the default namespace (unless it holds the separator), else
+/// `namespace/name`.
+fn write_display(out: &mut impl fmt::Write, namespace: &str, name: &str) -> fmt::Result {
     if namespace.is_empty() && !name.contains(NAMESPACE_SEPARATOR) {
-        name.to_string()
+        out.write_str(name)
     } else {
-        format!("{namespace}{NAMESPACE_SEPARATOR}{name}")
+        out.write_str(namespace)?;
+        out.write_char(NAMESPACE_SEPARATOR)?;
+        out.write_str(name)
     }
 }
 
@@ -293,7 +304,7 @@ fn invisible_class(c: char) -> Option<&'static str> {
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&display(self.namespace(), self.name()))
+        write_display(f, self.namespace(), self.name())
     }
 }
 

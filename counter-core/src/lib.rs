@@ -18,6 +18,7 @@ mod backlog;
 mod batch;
 mod cache;
 mod cell;
+mod cold_reads;
 pub mod combining;
 mod config;
 mod converge;
