@@ -52,16 +52,23 @@ fi
 table="cbench-suite-$$"
 run dynamodb run --store "dynamodb://$table?endpoint=$COUNTERS_TEST_DYNAMODB_URL" --keys 1000 --duration 5 \
     --direct-duration 3 --baseline direct
+# Cold keys: every counter new, no warm-up, 64 tasks; the store requests are
+# the point (moto is slow, so its ops/s are not).
+for cold in 100:10000 1000:20000; do
+    run "dynamodb-cold-${cold%%:*}" run --store "dynamodb://$table-cold${cold%%:*}?endpoint=$COUNTERS_TEST_DYNAMODB_URL" \
+        --keys "${cold%%:*}" --increments "${cold##*:}" --no-warm --tasks 64 --baseline dashmap
+done
 "$COUNTERS_TEST_PYTHON" - "$table" "$COUNTERS_TEST_DYNAMODB_URL" <<'PY' || echo "could not drop the tables of $table"
 import sys, boto3
 table, endpoint = sys.argv[1], sys.argv[2]
 c = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
                  aws_access_key_id="bench", aws_secret_access_key="bench")
-for name in (table, table + ".slices", table + ".batches"):
-    try:
-        c.delete_table(TableName=name)
-    except c.exceptions.ResourceNotFoundException:
-        pass
+for base in (table, table + "-cold100", table + "-cold1000"):
+    for name in (base, base + ".slices", base + ".batches"):
+        try:
+            c.delete_table(TableName=name)
+        except c.exceptions.ResourceNotFoundException:
+            pass
 PY
 # Flush throughput and the age bound: 100,000 counters dirtied every
 # interval, the store's own batch-apply rate measured in the same run.

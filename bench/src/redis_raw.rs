@@ -100,6 +100,8 @@ pub async fn read_commandstats(url: &str) -> Result<CommandStats, String> {
         let text: String =
             redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.map_err(|e| e.to_string())?;
         stats.add_info(&text);
+        let cpu: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await.map_err(|e| e.to_string())?;
+        stats.add_cpu(&cpu);
     }
     Ok(stats)
 }

@@ -317,10 +317,11 @@ impl RunReport {
                     server.calls.iter().map(|(name, n)| format!("{name} {}", si(*n as f64))).collect();
                 let _ = writeln!(
                     out,
-                    "server, {}: {:.2} commands and {:.2} µs per increment ({})",
+                    "server, {}: {:.2} commands, {:.2} µs in commands, {:.2} µs of CPU per increment ({})",
                     phase.name,
                     server.commands_per_increment,
                     server.usec_per_increment,
+                    server.cpu_usec_per_increment,
                     calls.join(", ")
                 );
             }

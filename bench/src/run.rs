@@ -459,6 +459,14 @@ fn ratios(library: &Phase, baselines: &[Phase]) -> Vec<Ratio> {
             continue;
         }
         out.push(Ratio::throughput(library, baseline));
+        if let (Some(lib), Some(raw)) = (&library.server, &baseline.server) {
+            out.push(Ratio {
+                name: format!("server CPU per increment: library / {}", baseline.name),
+                value: lib.cpu_usec_per_increment / raw.cpu_usec_per_increment.max(1e-12),
+                library: lib.cpu_usec_per_increment,
+                baseline: raw.cpu_usec_per_increment,
+            });
+        }
         if let (Some(direct), Some(lib)) = (baseline.requests_per_increment, library.requests_per_increment) {
             out.push(Ratio {
                 name: format!("store requests per increment: {} / library", baseline.name),

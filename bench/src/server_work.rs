@@ -1,5 +1,6 @@
 //! What a cache server did during a phase, by its own accounting (Redis
-//! `INFO commandstats`): commands and server microseconds per increment.
+//! `INFO commandstats` and `INFO cpu`): commands, microseconds in commands
+//! and microseconds of server CPU per increment.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +11,18 @@ use serde::Serialize;
 pub struct CommandStats {
     /// Calls per command (lower case, as Redis names them).
     pub calls: BTreeMap<String, u64>,
-    /// Microseconds of server time, over every command.
+    /// Microseconds in commands, each command once: the time of script
+    /// calls (`EVAL`, `EVALSHA`, `FCALL`) is left out, because Redis also
+    /// counts every command a script runs on its own.
     pub usec: u64,
+    /// Microseconds of server CPU (user and system, the whole process:
+    /// commands, scripts, network I/O).
+    pub cpu_usec: u64,
+}
+
+/// Commands whose time includes the commands they run.
+fn is_script(name: &str) -> bool {
+    name.starts_with("eval") || name.starts_with("fcall")
 }
 
 impl CommandStats {
@@ -24,9 +35,20 @@ impl CommandStats {
             for field in fields.split(',') {
                 match field.split_once('=') {
                     Some(("calls", n)) => *self.calls.entry(name.to_string()).or_default() += n.parse().unwrap_or(0),
-                    Some(("usec", n)) => self.usec += n.parse::<u64>().unwrap_or(0),
+                    Some(("usec", n)) if !is_script(name) => self.usec += n.parse::<u64>().unwrap_or(0),
                     _ => {}
                 }
+            }
+        }
+    }
+
+    /// Adds the `used_cpu_sys` and `used_cpu_user` lines (seconds) of one
+    /// `INFO cpu` reply.
+    pub fn add_cpu(&mut self, text: &str) {
+        for line in text.lines() {
+            let Some((name, seconds)) = line.trim().split_once(':') else { continue };
+            if name == "used_cpu_sys" || name == "used_cpu_user" {
+                self.cpu_usec += (seconds.parse::<f64>().unwrap_or(0.0) * 1e6).round() as u64;
             }
         }
     }
@@ -42,7 +64,11 @@ impl CommandStats {
                 calls.insert(name.clone(), delta);
             }
         }
-        CommandStats { calls, usec: self.usec.saturating_sub(before.usec) }
+        CommandStats {
+            calls,
+            usec: self.usec.saturating_sub(before.usec),
+            cpu_usec: self.cpu_usec.saturating_sub(before.cpu_usec),
+        }
     }
 }
 
@@ -54,8 +80,11 @@ pub struct ServerWork {
     pub commands: u64,
     /// Commands per successful increment.
     pub commands_per_increment: f64,
-    /// Microseconds of server time per successful increment.
+    /// Microseconds in commands per successful increment (see
+    /// [`CommandStats::usec`]).
     pub usec_per_increment: f64,
+    /// Microseconds of server CPU per successful increment.
+    pub cpu_usec_per_increment: f64,
     /// The calls by command.
     pub calls: BTreeMap<String, u64>,
 }
@@ -69,6 +98,7 @@ impl ServerWork {
             commands,
             commands_per_increment: commands as f64 / per,
             usec_per_increment: stats.usec as f64 / per,
+            cpu_usec_per_increment: stats.cpu_usec as f64 / per,
             calls: stats.calls,
         }
     }
@@ -86,14 +116,18 @@ mod tests {
         after.add_info(
             "cmdstat_hincrby:calls=15,usec=30,usec_per_call=2.00\r\ncmdstat_info:calls=3,usec=9\r\ncmdstat_zadd:calls=4,usec=8\r\n",
         );
+        after.add_info("cmdstat_evalsha:calls=1,usec=500\r\n");
+        before.add_cpu("# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:2.000000\r\nused_cpu_sys_children:9.0\r\n");
+        after.add_cpu("used_cpu_sys:1.500018\r\nused_cpu_user:2.000018\r\n");
         let delta = after.since(&before);
         assert_eq!(delta.calls.get("hincrby"), Some(&5));
         assert_eq!(delta.calls.get("zadd"), Some(&4));
         assert!(!delta.calls.contains_key("info"));
-        assert_eq!(delta.usec, 27);
+        assert_eq!(delta.usec, 27, "a script's time is not counted again");
+        assert_eq!(delta.cpu_usec, 36);
         let work = ServerWork::of(delta, 9);
-        assert_eq!(work.commands, 9);
-        assert!((work.commands_per_increment - 1.0).abs() < 1e-9);
+        assert_eq!(work.commands, 10);
         assert!((work.usec_per_increment - 3.0).abs() < 1e-9);
+        assert!((work.cpu_usec_per_increment - 4.0).abs() < 1e-9);
     }
 }

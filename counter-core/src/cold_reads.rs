@@ -2,28 +2,28 @@
 //! counters share one `get_many`.
 //!
 //! A miss joins the open group. A group reads when one of its members gets
-//! a turn (at most [`READS_IN_FLIGHT`] groups read at once): at that moment
-//! the group closes and every key that joined it is read in one call, so
-//! while reads are in flight the next group gathers the misses that arrive
-//! meanwhile. A cold wave of N counters costs a few reads instead of N.
+//! the turn (one group reads at a time): at that moment the group closes
+//! and every key that joined it is read in one call, so while a read is in
+//! flight the next group gathers the misses that arrive meanwhile. A cold
+//! wave of N counters costs a few reads instead of N.
 //!
 //! The read of a group is the same as a single counter's (claims touching
 //! its keys land first, then the store is read), and it starts after every
-//! member's miss, so each member gets the base the protocol asks for. If a
+//! member's miss, so each member gets the base the protocol asks for. A
+//! miss of a counter whose read is already in flight does not use that
+//! read (it started before this miss): it waits for it and then tries the
+//! cache again, where the read's member has loaded the counter. If a
 //! group's read fails, each member falls back to a read of its own counter:
 //! one counter the store refuses, or whose claims cannot land, never fails
 //! the others' increments.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 
 use crate::error::Result;
 use crate::key::Key;
-
-/// Groups reading at once.
-pub(crate) const READS_IN_FLIGHT: usize = 2;
 
 /// Most counters in one group (a store splits a read as it must, for
 /// example DynamoDB into requests of 100 keys).
@@ -39,65 +39,95 @@ pub(crate) struct GroupRead {
     pub(crate) values: Result<HashMap<Key, Option<i64>>>,
 }
 
-/// The misses of one engine waiting for, or in, a store read.
-#[derive(Debug)]
-pub(crate) struct ColdReads {
-    open: Mutex<Option<Arc<Group>>>,
-    turns: Semaphore,
-}
-
-impl Default for ColdReads {
-    fn default() -> Self {
-        ColdReads { open: Mutex::new(None), turns: Semaphore::new(READS_IN_FLIGHT) }
-    }
-}
-
 /// Keys whose misses share one read, and its outcome.
 #[derive(Debug, Default)]
 pub(crate) struct Group {
-    keys: Mutex<Vec<Key>>,
-    values: OnceCell<GroupRead>,
+    keys: Mutex<BTreeSet<Key>>,
+    read: OnceCell<GroupRead>,
 }
 
 impl Group {
     /// The group's read, run once by whichever member gets there first
     /// (another member takes over if that one is cancelled).
     pub(crate) fn read(&self) -> &OnceCell<GroupRead> {
-        &self.values
+        &self.read
+    }
+}
+
+/// Where a miss stands.
+#[derive(Debug, Clone)]
+pub(crate) enum Joined {
+    /// In the open group, whose read will start after this miss.
+    Open(Arc<Group>),
+    /// The counter is in a group whose read is in flight: wait for it, then
+    /// try the cache again.
+    InFlight(Arc<Group>),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    open: Option<Arc<Group>>,
+    /// The keys of closed groups whose read has not finished.
+    reading: HashMap<Key, Arc<Group>>,
+}
+
+/// The misses of one engine waiting for, or in, a store read.
+#[derive(Debug)]
+pub(crate) struct ColdReads {
+    state: Mutex<State>,
+    turn: Semaphore,
+}
+
+impl Default for ColdReads {
+    fn default() -> Self {
+        ColdReads { state: Mutex::default(), turn: Semaphore::new(1) }
     }
 }
 
 impl ColdReads {
-    /// Joins `key` to the open group (opening one if there is none, or if
-    /// the open one is full).
-    pub(crate) fn join(&self, key: &Key) -> Arc<Group> {
-        let mut open = self.open.lock().expect("cold reads lock");
-        if let Some(group) = open.as_ref() {
+    /// Joins a miss of `key` to the open group (opening one if there is
+    /// none, or if the open one is full), unless its read is in flight.
+    pub(crate) fn join(&self, key: &Key) -> Joined {
+        let mut state = self.state.lock().expect("cold reads lock");
+        if let Some(group) = state.reading.get(key) {
+            return Joined::InFlight(group.clone());
+        }
+        if let Some(group) = state.open.as_ref() {
             let mut keys = group.keys.lock().expect("group lock");
-            if keys.len() < MAX_GROUP {
-                keys.push(key.clone());
-                return group.clone();
+            if keys.len() < MAX_GROUP || keys.contains(key) {
+                keys.insert(key.clone());
+                return Joined::Open(group.clone());
             }
         }
-        let group = Arc::new(Group { keys: Mutex::new(vec![key.clone()]), values: OnceCell::new() });
-        *open = Some(group.clone());
-        group
+        let group = Arc::new(Group { keys: Mutex::new(BTreeSet::from([key.clone()])), read: OnceCell::new() });
+        state.open = Some(group.clone());
+        Joined::Open(group)
     }
 
-    /// Waits for a turn to read, then closes `group` (no key joins it any
-    /// more) and returns its keys, each once. Hold the permit while reading.
-    pub(crate) async fn close(&self, group: &Arc<Group>) -> (tokio::sync::SemaphorePermit<'_>, Vec<Key>) {
-        let turn = self.turns.acquire().await.expect("the semaphore is never closed");
-        {
-            let mut open = self.open.lock().expect("cold reads lock");
-            if open.as_ref().is_some_and(|g| Arc::ptr_eq(g, group)) {
-                *open = None;
+    /// Waits for the turn to read, then closes `group` (no miss joins it
+    /// any more) and returns its keys. Hold the permit while reading, and
+    /// call [`finish`](Self::finish) after.
+    pub(crate) async fn close(&self, group: &Arc<Group>) -> (SemaphorePermit<'_>, Vec<Key>) {
+        let turn = self.turn.acquire().await.expect("the semaphore is never closed");
+        let keys: Vec<Key> = group.keys.lock().expect("group lock").iter().cloned().collect();
+        let mut state = self.state.lock().expect("cold reads lock");
+        if state.open.as_ref().is_some_and(|g| Arc::ptr_eq(g, group)) {
+            state.open = None;
+        }
+        for key in &keys {
+            state.reading.insert(key.clone(), group.clone());
+        }
+        (turn, keys)
+    }
+
+    /// `group`'s read is over: its keys are no longer in flight.
+    pub(crate) fn finish(&self, group: &Arc<Group>, keys: &[Key]) {
+        let mut state = self.state.lock().expect("cold reads lock");
+        for key in keys {
+            if state.reading.get(key).is_some_and(|g| Arc::ptr_eq(g, group)) {
+                state.reading.remove(key);
             }
         }
-        let mut keys = group.keys.lock().expect("group lock").clone();
-        keys.sort_unstable();
-        keys.dedup();
-        (turn, keys)
     }
 }
 
@@ -109,47 +139,57 @@ mod tests {
         Key::new("ns", name).unwrap()
     }
 
+    fn open(joined: Joined) -> Arc<Group> {
+        match joined {
+            Joined::Open(group) => group,
+            Joined::InFlight(_) => panic!("expected the open group"),
+        }
+    }
+
     #[tokio::test]
     async fn misses_join_the_open_group_until_it_closes() {
         let reads = ColdReads::default();
-        let first = reads.join(&key("a"));
-        let same = reads.join(&key("b"));
-        reads.join(&key("a"));
+        let first = open(reads.join(&key("b")));
+        let same = open(reads.join(&key("a")));
+        open(reads.join(&key("b")));
         assert!(Arc::ptr_eq(&first, &same));
-        let (_turn, keys) = reads.close(&first).await;
+        let (turn, keys) = reads.close(&first).await;
         assert_eq!(keys, [key("a"), key("b")], "each key once");
-        let next = reads.join(&key("c"));
+        let next = open(reads.join(&key("c")));
         assert!(!Arc::ptr_eq(&first, &next), "a closed group takes no key");
-        let (_turn, keys) = reads.close(&next).await;
-        assert_eq!(keys, [key("c")]);
+        match reads.join(&key("a")) {
+            Joined::InFlight(group) => assert!(Arc::ptr_eq(&group, &first)),
+            Joined::Open(_) => panic!("a key whose read is in flight waits for it"),
+        }
+        reads.finish(&first, &keys);
+        drop(turn);
+        assert!(Arc::ptr_eq(&next, &open(reads.join(&key("a")))), "after the read, a new miss reads again");
+        assert_eq!(reads.close(&next).await.1, [key("a"), key("c")]);
     }
 
     #[tokio::test]
     async fn a_full_group_makes_way_for_a_new_one() {
         let reads = ColdReads::default();
-        let first = reads.join(&key("k0"));
+        let first = open(reads.join(&key("k0")));
         for i in 1..MAX_GROUP {
-            assert!(Arc::ptr_eq(&first, &reads.join(&key(&format!("k{i}")))));
+            assert!(Arc::ptr_eq(&first, &open(reads.join(&key(&format!("k{i}"))))));
         }
-        let next = reads.join(&key("one more"));
+        assert!(Arc::ptr_eq(&first, &open(reads.join(&key("k7")))), "a key already in takes no room");
+        let next = open(reads.join(&key("one more")));
         assert!(!Arc::ptr_eq(&first, &next));
         assert_eq!(reads.close(&first).await.1.len(), MAX_GROUP);
     }
 
     #[tokio::test]
-    async fn at_most_two_groups_read_at_once() {
+    async fn one_group_reads_at_a_time() {
         let reads = ColdReads::default();
-        let (a, b, c) = (reads.join(&key("a")), reads.join(&key("b")), reads.join(&key("c")));
-        assert!(Arc::ptr_eq(&a, &b) && Arc::ptr_eq(&b, &c));
-        let first = reads.close(&a).await;
-        let other = reads.join(&key("d"));
-        let second = reads.close(&other).await;
-        let third_group = reads.join(&key("e"));
-        let third = tokio::time::timeout(std::time::Duration::from_millis(50), reads.close(&third_group)).await;
-        assert!(third.is_err(), "a third read waits for a turn");
-        drop(first);
-        let (_turn, keys) = reads.close(&third_group).await;
-        assert_eq!(keys, [key("e")]);
-        drop(second);
+        let first = open(reads.join(&key("a")));
+        let reading = reads.close(&first).await;
+        let second = open(reads.join(&key("b")));
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), reads.close(&second)).await;
+        assert!(waiting.is_err(), "a second read waits for the turn");
+        assert!(Arc::ptr_eq(&second, &open(reads.join(&key("c")))), "and its group still gathers misses");
+        drop(reading);
+        assert_eq!(reads.close(&second).await.1, [key("b"), key("c")]);
     }
 }

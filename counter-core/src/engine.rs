@@ -15,6 +15,7 @@ use crate::backlog::{Backlog, Origin, Piece, refuses_cell};
 use crate::batch::{Batch, now_ms};
 use crate::cache::{CacheIncr, CacheLayer};
 use crate::cell::{Cell, SliceId};
+use crate::cold_reads::{GroupRead, Joined};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gate::Gate;
@@ -207,7 +208,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         if self.shared_cache && !self.watched.contains(key) {
             self.ensure_watched(std::slice::from_ref(key)).await;
         }
-        for _ in 0..3 {
+        for _ in 0..4 {
             let outcome = match self.cache.incr_now(key, delta) {
                 Some(outcome) => outcome,
                 None => self.cache.incr(key, delta).await,
@@ -220,7 +221,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                     return Ok((total, pending));
                 }
                 CacheIncr::Missing => {
-                    let durable = self.resolve_miss(key).await?;
+                    // None: another miss's read loaded it meanwhile.
+                    let Some(durable) = self.resolve_miss(key).await? else { continue };
                     let extra = match durable {
                         Some(_) => 0,
                         None => default.unwrap_or(0),
@@ -288,26 +290,35 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
 
     /// [`resolve`](Self::resolve) for a counter that missed in the cache,
     /// read together with the other misses of the moment (see
-    /// [`cold_reads`](crate::cold_reads)). If the group's read fails, the
-    /// counter is read alone, so another counter's trouble is not its own.
-    pub(crate) async fn resolve_miss(&self, key: &Key) -> Result<Option<i64>> {
-        let group = self.cold.join(key);
+    /// [`cold_reads`](crate::cold_reads)). `None` when a read of the
+    /// counter was in flight already: it has been loaded since, so the
+    /// caller tries the cache again. If the group's read fails, the counter
+    /// is read alone, so another counter's trouble is not its own.
+    pub(crate) async fn resolve_miss(&self, key: &Key) -> Result<Option<Option<i64>>> {
+        let (group, in_flight) = match self.cold.join(key) {
+            Joined::Open(group) => (group, false),
+            Joined::InFlight(group) => (group, true),
+        };
         let read = group
             .read()
             .get_or_init(|| async {
                 let (_turn, keys) = self.cold.close(&group).await;
                 let values = self.resolve(&keys).await.map(|values| keys.iter().cloned().zip(values).collect());
-                crate::cold_reads::GroupRead { keys: keys.len(), values }
+                self.cold.finish(&group, &keys);
+                GroupRead { keys: keys.len(), values }
             })
             .await;
+        if in_flight {
+            return Ok(None);
+        }
         match &read.values {
-            Ok(values) if values.contains_key(key) => return Ok(values[key]),
+            Ok(values) if values.contains_key(key) => return Ok(Some(values[key])),
             Err(e) if read.keys == 1 => return Err(e.clone()),
             Err(e) => debug!(error = %e, counters = read.keys, "a coalesced read failed; its counters read one by one"),
             // Not reached: every member joined before its group closed.
             Ok(_) => {}
         }
-        Ok(self.resolve(std::slice::from_ref(key)).await?[0])
+        Ok(Some(self.resolve(std::slice::from_ref(key)).await?[0]))
     }
 
     /// Lands every batch this engine holds, and every claim the cache

@@ -98,7 +98,7 @@ struct RunArgs {
     /// Write-behind threshold (flush a counter when its pending delta reaches it).
     #[arg(long)]
     threshold: Option<u64>,
-    /// Baselines: auto, none, dashmap, direct, redis-benchmark, memcache-raw.
+    /// Baselines: auto, none, dashmap, direct, redis-raw, redis-benchmark, memcache-raw.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Baseline::Auto])]
     baseline: Vec<Baseline>,
     /// Time one call in N (default: 64 for memory://, else 1).
