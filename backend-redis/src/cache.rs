@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Display;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -75,6 +75,16 @@ impl RedisCacheOptions {
     }
 }
 
+/// A counter this process registered.
+#[derive(Debug)]
+struct Lease {
+    /// Until when it may send bare adds.
+    until: Instant,
+    /// Whether it sent one since the last sweep (the counter is then in
+    /// `touched`).
+    touched: AtomicBool,
+}
+
 /// Registrations between two clean-ups of the expired leases a process
 /// remembers.
 const LEASE_CLEANUP_EVERY: u64 = 4096;
@@ -90,10 +100,11 @@ const SWEEP_STEP: usize = 1000;
 ///   process registers it in the shard's live set for a lease (a script);
 ///   until half the lease has passed, every further increment is one bare
 ///   `BITFIELD` that adds to the total and reads the state and flushed mark
-///   back. The flusher's sweep finds the leased counters with a pending
-///   delta and indexes them as dirty; it forgets a registration only once a
-///   whole lease has passed, so no increment lands on a counter nobody
-///   will look at.
+///   back. A sweep indexes the leased counters with a pending delta as
+///   dirty: the counters this process added to (cheap: it keeps a list),
+///   and every half lease, or at a flush barrier, every process's (a scan
+///   of the live sets, which also forgets registrations a whole lease old),
+///   so no increment lands on a counter nobody will look at.
 /// - Counters are spread over hash tags (see [`RedisCacheOptions::shards`]);
 ///   everything about one counter lives in one hash slot, and operations on
 ///   many cells are split by tag.
@@ -116,10 +127,16 @@ pub struct RedisCache {
     cluster: bool,
     tombstone_ttl_ms: u64,
     lease: Duration,
-    /// Until when this process may add to a counter with a bare `BITFIELD`
-    /// (looked up on every increment: foldhash, seeded per process).
-    leases: DashMap<Key, Instant, foldhash::fast::RandomState>,
+    /// The counters this process may add to with a bare `BITFIELD` (looked
+    /// up on every increment: foldhash, seeded per process).
+    leases: DashMap<Key, Lease, foldhash::fast::RandomState>,
     registrations: AtomicU64,
+    /// Leased counters with bare adds since the last sweep, each once.
+    touched: Mutex<Vec<Key>>,
+    /// When the live sets were last swept in full.
+    last_full_sweep: Mutex<Option<Instant>>,
+    /// When this process last swept its own bare adds.
+    last_own_sweep: Mutex<Instant>,
     /// Tags holding parts of claims this process knows, for `ack`.
     parts: Mutex<HashMap<BatchId, Vec<usize>>>,
 }
@@ -152,6 +169,9 @@ impl RedisCache {
             lease: options.lease.max(Duration::from_millis(2)),
             leases: DashMap::default(),
             registrations: AtomicU64::new(0),
+            touched: Mutex::new(Vec::new()),
+            last_full_sweep: Mutex::new(None),
+            last_own_sweep: Mutex::new(Instant::now()),
             parts: Mutex::new(HashMap::new()),
         };
         let _: String = redis::cmd("PING").query_async(&mut cache.conn.clone()).await.map_err(map_err)?;
@@ -192,19 +212,88 @@ impl RedisCache {
         cmd.query_async(&mut self.conn.clone()).await.map_err(map_err)
     }
 
-    /// Whether this process holds a lease on `key` (it may add with a bare
-    /// `BITFIELD`).
+    /// Whether this process holds a lease on `key`: it may add with a bare
+    /// `BITFIELD`.
     fn leased(&self, key: &Key) -> bool {
-        self.leases.get(key).is_some_and(|until| Instant::now() < *until)
+        self.leases.get(key).is_some_and(|lease| Instant::now() < lease.until)
+    }
+
+    /// A bare add landed on a loaded counter: noted for the next sweep of
+    /// this process's own. (Noted after the reply, so an add that lands
+    /// after a sweep read the counter is noted after that sweep cleared the
+    /// note.)
+    fn note_bare_add(&self, key: &Key) {
+        if let Some(lease) = self.leases.get(key) {
+            if !lease.touched.swap(true, Relaxed) {
+                self.touched.lock().expect("touched lock").push(key.clone());
+            }
+        }
     }
 
     /// Remembers a registration sent at `sent`: bare adds for half a lease.
+    /// Every [`LEASE_CLEANUP_EVERY`] registrations, forgets expired leases;
+    /// in a process that has not swept for a whole lease (it runs no
+    /// flusher), also the notes of bare adds, which other processes'
+    /// thorough sweeps cover, so that they do not pile up.
     fn note_lease(&self, key: &Key, sent: Instant) {
-        self.leases.insert(key.clone(), sent + self.lease / 2);
+        self.leases.insert(key.clone(), Lease { until: sent + self.lease / 2, touched: AtomicBool::new(false) });
         if self.registrations.fetch_add(1, Relaxed) % LEASE_CLEANUP_EVERY == LEASE_CLEANUP_EVERY - 1 {
             let now = Instant::now();
-            self.leases.retain(|_, until| *until > now);
+            let idle = self.last_own_sweep.lock().expect("sweep lock").elapsed() >= self.lease;
+            if idle {
+                let mut touched = self.touched.lock().expect("touched lock");
+                touched.clear();
+                touched.shrink_to_fit();
+            }
+            self.leases.retain(|_, lease| {
+                if idle {
+                    lease.touched.store(false, Relaxed);
+                }
+                // A counter noted since the last sweep stays until it is swept.
+                lease.until > now || lease.touched.load(Relaxed)
+            });
         }
+    }
+
+    /// Indexes the counters this process added to with bare adds since the
+    /// last sweep: one script per shard and 1,000 counters.
+    async fn sweep_own(&self) -> Result<()> {
+        *self.last_own_sweep.lock().expect("sweep lock") = Instant::now();
+        let touched = std::mem::take(&mut *self.touched.lock().expect("touched lock"));
+        let mut by_shard: HashMap<usize, Vec<String>> = HashMap::new();
+        for key in &touched {
+            if let Some(lease) = self.leases.get(key) {
+                // Cleared before the script reads the counter: an add after
+                // this point notes the counter again.
+                lease.touched.store(false, Relaxed);
+            }
+            by_shard.entry(self.layout.shard_of(key)).or_default().push(member(&Cell::Counter(key.clone())));
+        }
+        let now = now_ms().to_string();
+        let steps = by_shard.iter().flat_map(|(shard, members)| members.chunks(SWEEP_STEP).map(move |m| (*shard, m)));
+        let result = try_join_all(steps.map(|(shard, members)| {
+            let keys = [self.layout.dirty(shard)];
+            let mut args = vec![self.layout.value_prefix(shard), now.clone()];
+            args.extend(members.iter().cloned());
+            async move { self.invoke::<i64, _>(&self.scripts.index, &keys, &args).await }
+        }))
+        .await;
+        if result.is_err() {
+            // Noted again for the next sweep (the thorough one finds them too).
+            for key in touched {
+                if self.leases.get(&key).is_some_and(|lease| !lease.touched.swap(true, Relaxed)) {
+                    self.touched.lock().expect("touched lock").push(key);
+                }
+            }
+        }
+        result.map(|_| ())
+    }
+
+    /// Whether a thorough sweep is due on this cache's own schedule: every
+    /// half lease, so that the bare adds of a process that died before its
+    /// sweep, or that runs no flusher, are indexed within that.
+    fn full_sweep_due(&self) -> bool {
+        self.last_full_sweep.lock().expect("sweep lock").is_none_or(|at| at.elapsed() >= self.lease / 2)
     }
 
     /// The first increment of a lease: a script that adds and registers.
@@ -382,11 +471,14 @@ fn mark(cell: &Cell, bytes: &[u8]) -> Result<i64> {
     }
 }
 
-/// The old and new marks a claim part records for a cell.
+/// The old and new marks a claim part records for a cell: 16 bytes for a
+/// counter; decimal `"<old> <new>"` for a slice, and for a counter in a
+/// part written by the hash layout of 0.1 (so that a claim left by an older
+/// process still lands).
 fn recorded_marks(cell: &Cell, bytes: &[u8]) -> Result<(i64, i64)> {
     match cell {
-        Cell::Counter(key) => pair(bytes, key),
-        Cell::Slice(_) => {
+        Cell::Counter(key) if bytes.len() == 16 => pair(bytes, key),
+        Cell::Counter(_) | Cell::Slice(_) => {
             let text = text_of(bytes)?;
             let (old, new) = text.split_once(' ').ok_or_else(|| corrupt(cell_name(cell), &text))?;
             Ok((num(old, cell_name(cell))?, num(new, cell_name(cell))?))
@@ -473,7 +565,10 @@ impl CacheLayer for RedisCache {
             .arg(&["GET", "i64", "#2"][..]);
         let reply: Vec<Option<i64>> = self.command(&cmd).await.map_err(|e| e.with_key(key))?;
         match reply.as_slice() {
-            [Some(1), Some(total), Some(flushed)] => Ok(applied(*total, *flushed)),
+            [Some(1), Some(total), Some(flushed)] => {
+                self.note_bare_add(key);
+                Ok(applied(*total, *flushed))
+            }
             [Some(1), None, _] => Err(overflow(key)),
             [Some(0), added, _] => {
                 // Lost: no bare adds until a reload registers it again.
@@ -611,8 +706,13 @@ impl CacheLayer for RedisCache {
         Ok(())
     }
 
-    async fn sweep(&self) -> Result<()> {
-        try_join_all((0..self.layout.shards()).map(|shard| self.sweep_shard(shard))).await?;
+    async fn sweep(&self, thorough: bool) -> Result<()> {
+        self.sweep_own().await?;
+        if thorough || self.full_sweep_due() {
+            let started = Instant::now();
+            try_join_all((0..self.layout.shards()).map(|shard| self.sweep_shard(shard))).await?;
+            *self.last_full_sweep.lock().expect("sweep lock") = Some(started);
+        }
         Ok(())
     }
 

@@ -161,7 +161,8 @@ return {'ok'}
 
 /// `sweep`, one step over a shard's live set: indexes in the dirty set
 /// every leased counter with a pending delta (scored by when it was last
-/// clean), and ends the leases older than the lease length. KEYS = live
+/// clean), and ends the leases older than the lease length (of a counter
+/// it cannot read, ten lease lengths). KEYS = live
 /// set, dirty set; ARGV = ZSCAN cursor, count, lease (ms), the shard's
 /// counter string prefix. Returns `{next cursor, cells indexed}`.
 const SWEEP: &str = r#"
@@ -175,9 +176,28 @@ for i = 1, #items, 2 do
   if t and t ~= f then
     if redis.call('ZADD', KEYS[2], 'NX', ms_of(clean) or now, member) == 1 then indexed = indexed + 1 end
   end
-  if tonumber(items[i + 1]) < cutoff then redis.call('ZREM', KEYS[1], member) end
+  -- A counter it could not read (lost, or in a Cluster being migrated: a
+  -- script reads keys it did not declare on this node only) keeps its
+  -- registration for ten leases.
+  local since = tonumber(items[i + 1])
+  if since < cutoff and (t or since < now - 10 * tonumber(ARGV[3])) then redis.call('ZREM', KEYS[1], member) end
 end
 return {r[1], tostring(indexed)}
+"#;
+
+/// `index`: the counters of one shard this process added to with bare
+/// adds since its last sweep. KEYS = dirty set; ARGV = the shard's counter
+/// string prefix, now, then members. Indexes those with a pending delta
+/// (scored by when they were last clean). Returns how many it indexed.
+const INDEX: &str = r#"
+local indexed = 0
+for i = 3, #ARGV do
+  local t, f, clean = fields(ARGV[1] .. string.sub(ARGV[i], 3))
+  if t and t ~= f then
+    if redis.call('ZADD', KEYS[1], 'NX', ms_of(clean) or tonumber(ARGV[2]), ARGV[i]) == 1 then indexed = indexed + 1 end
+  end
+end
+return indexed
 "#;
 
 /// `incr_slices` for the slices of one shard, all or nothing: KEYS = dirty
@@ -315,6 +335,7 @@ pub(crate) struct Scripts {
     pub(crate) set: Script,
     pub(crate) rebase: Script,
     pub(crate) sweep: Script,
+    pub(crate) index: Script,
     pub(crate) slices: Script,
     pub(crate) claim: Script,
     pub(crate) freeze: Script,
@@ -332,6 +353,7 @@ impl Scripts {
             set: on_values(SET),
             rebase: on_values(REBASE),
             sweep: on_values(SWEEP),
+            index: on_values(INDEX),
             slices: Script::new(SLICES),
             claim: Script::new(&format!("{LIMBS}{VALUE}{CLAIM}")),
             freeze: Script::new(FREEZE),

@@ -269,15 +269,19 @@ async fn is_dirty(cache: &RedisCache, cell: &Cell) -> bool {
 
 /// The fast path's state: the first increment registers a counter (live set
 /// and dirty index); bare adds within half a lease reach the dirty index
-/// only through the sweep; a sweep a whole lease later forgets a clean
-/// counter's registration, and the next increment registers it again.
+/// only through a sweep (their own process's, or anyone's thorough one); a
+/// thorough sweep a whole lease later forgets a clean counter's
+/// registration, and the next increment registers it again.
 #[tokio::test]
 async fn leases_register_once_are_swept_and_expire() {
     let Some(url) = service_url(STANDALONE) else { return };
     let prefix = random_prefix();
-    let lease = Duration::from_millis(600);
-    let options = RedisCacheOptions::with_prefix(&prefix).lease(lease);
-    let cache = RedisCache::connect_with(RedisTarget::parse(&url).unwrap(), options).await.unwrap();
+    let lease = Duration::from_secs(2);
+    let connect = || async {
+        let options = RedisCacheOptions::with_prefix(&prefix).lease(lease);
+        RedisCache::connect_with(RedisTarget::parse(&url).unwrap(), options).await.unwrap()
+    };
+    let (cache, peer) = (connect().await, connect().await);
     let k = key("leased");
     let cell = Cell::Counter(k.clone());
     cache.load(&k, 0, 0).await.unwrap();
@@ -290,15 +294,25 @@ async fn leases_register_once_are_swept_and_expire() {
 
     assert_eq!(applied(&cache, &k, 2).await, (3, 2), "a bare add returns the exact total");
     assert!(!is_dirty(&cache, &cell).await, "a bare add is one BITFIELD: not indexed by itself");
-    cache.sweep().await.unwrap();
-    assert!(is_dirty(&cache, &cell).await, "the sweep indexes a leased counter with a pending delta");
+    cache.sweep(false).await.unwrap();
+    assert!(is_dirty(&cache, &cell).await, "its own sweep indexes what a process added");
     assert_eq!(drain(&cache, &cell).await, 2);
 
+    // Another process's bare adds: its cheap sweep does not see them, a
+    // thorough one does.
+    peer.sweep(true).await.unwrap();
+    assert_eq!(applied(&cache, &k, 3).await, (6, 3));
+    peer.sweep(false).await.unwrap();
+    assert!(!is_dirty(&peer, &cell).await, "a sweep of its own covers a process's own adds only");
+    peer.sweep(true).await.unwrap();
+    assert!(is_dirty(&peer, &cell).await, "a thorough sweep indexes every leased counter with a pending delta");
+    assert_eq!(drain(&peer, &cell).await, 3);
+
     tokio::time::sleep(lease + Duration::from_millis(100)).await;
-    cache.sweep().await.unwrap();
+    peer.sweep(true).await.unwrap();
     assert!(!registered(&url, &prefix, &k).await, "a clean counter's registration ends a lease after it began");
     assert!(!is_dirty(&cache, &cell).await);
-    assert_eq!(applied(&cache, &k, 4).await, (7, 4));
+    assert_eq!(applied(&cache, &k, 4).await, (10, 4));
     assert!(registered(&url, &prefix, &k).await, "after its lease the next increment registers again");
     assert!(is_dirty(&cache, &cell).await);
     assert_eq!(drain(&cache, &cell).await, 4);

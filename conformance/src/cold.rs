@@ -51,3 +51,43 @@ pub async fn cold_counters_load_in_few_reads<C: CacheLayer + ?Sized, S: DurableS
     }
     c.shutdown().await.unwrap();
 }
+
+/// A cold wave while the store (50 ms away) is down: every increment fails as
+/// unavailable and counts nothing (the group's read fails for all its
+/// members at once, none of them retries alone); once the store is back,
+/// the same increments count once each.
+pub async fn cold_counters_refused_together_while_the_store_is_down<
+    C: CacheLayer + ?Sized,
+    S: DurableStore + ?Sized,
+>(
+    b: &Backends<C, S>,
+) {
+    let keys: Vec<Key> = (0..20).map(|i| b.key(&format!("down:{i}"))).collect();
+    let c = Arc::new(b.counters());
+    b.store.set_down(true);
+    b.store.set_read_delay(Duration::from_millis(50));
+    let reads_before = b.store.read_calls();
+    let tasks: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let (c, k) = (c.clone(), k.clone());
+            tokio::spawn(async move { c.incr(&k, 1).await })
+        })
+        .collect();
+    for task in tasks {
+        let e = task.await.unwrap().expect_err("no store to load from");
+        assert_eq!(e.kind(), counter_core::ErrorKind::Unavailable, "{e}");
+    }
+    let reads = b.store.read_calls() - reads_before;
+    b.store.set_down(false);
+    b.store.set_read_delay(Duration::ZERO);
+    assert!(reads <= COLD_READS_AT_MOST, "{reads} reads: the members of a failed group do not each retry alone");
+    for k in &keys {
+        assert_eq!(c.incr(k, 1).await.unwrap(), 1, "{k}: the failed increment counted nothing");
+    }
+    c.flush().await.unwrap();
+    for k in &keys {
+        assert_eq!(b.durable(k).await, Some(1));
+    }
+    c.shutdown().await.unwrap();
+}

@@ -1,6 +1,6 @@
 //! Cases about what a shared cache remembers per process between
 //! increments: a counter registered for a lease gets bare adds, which only
-//! the flusher's sweep makes visible, and the lease ends while the counter
+//! a sweep makes visible, and the lease ends while the counter
 //! sits idle. Re-exported by [`cases`](crate::cases), stamped for every
 //! combination (a cache without leases passes them trivially).
 

@@ -87,6 +87,7 @@ macro_rules! conformance_suite {
             hostile_names_stay_distinct_and_list_literally,
             counters_idle_beyond_a_lease_still_flush,
             cold_counters_load_in_few_reads,
+            cold_counters_refused_together_while_the_store_is_down,
         );
     };
 }

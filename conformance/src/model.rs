@@ -256,8 +256,10 @@ async fn retried_delete<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
 }
 
 /// Runs `call` until it succeeds or fails other than transiently, at most
-/// five times: with every fault healed, a slow answer of a real server
-/// (past the short store timeout of the model's handle) is not a failure.
+/// ten times, 100 ms apart: with every fault healed, a slow answer of a
+/// real server (past the short store timeout of the model's handle; moto
+/// answers one request at a time and slows down on a busy machine) is not
+/// a failure.
 async fn settled<T, F, Fut>(mut call: F) -> counter_core::Result<T>
 where
     F: FnMut() -> Fut,
@@ -266,7 +268,10 @@ where
     let mut attempt = 0;
     loop {
         match call().await {
-            Err(e) if e.is_transient() && attempt < 4 => attempt += 1,
+            Err(e) if e.is_transient() && attempt < 9 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             other => return other,
         }
     }

@@ -157,16 +157,21 @@ pub trait CacheLayer: Send + Sync + std::fmt::Debug + 'static {
     /// [`sweep`](Self::sweep)) lists what its last sweep found.
     async fn dirty(&self, dirty_before_ms: u64, limit: usize) -> Result<Vec<DirtyCell>>;
 
-    /// Makes every delta counted before the call visible to
-    /// [`dirty`](Self::dirty) and [`stats`](Self::stats).
+    /// Makes deltas counted before the call visible to
+    /// [`dirty`](Self::dirty) and [`stats`](Self::stats): every delta this
+    /// process counted, and with `thorough` every process's (a cache may
+    /// also do the thorough part when it is due, on its own schedule).
     ///
     /// Most caches index a cell as dirty in the same step as the increment,
     /// and need nothing here (the default). A cache whose hot path is a bare
     /// add (the Redis cache: counters registered for a lease take one
-    /// command per increment) finds the cells that turned dirty since the
-    /// last sweep. The engine sweeps at the start of every flush barrier
-    /// and, in the background, at least twice per shortest flush interval.
-    async fn sweep(&self) -> Result<()> {
+    /// command per increment) indexes the cells it added to since the last
+    /// sweep, and when thorough, the cells any process added to. The engine
+    /// sweeps thoroughly at the start of every flush barrier, and in the
+    /// background at least twice per shortest flush interval; a listing
+    /// sweeps too.
+    async fn sweep(&self, thorough: bool) -> Result<()> {
+        let _ = thorough;
         Ok(())
     }
 

@@ -109,15 +109,33 @@ impl ColdReads {
     /// call [`finish`](Self::finish) after.
     pub(crate) async fn close(&self, group: &Arc<Group>) -> (SemaphorePermit<'_>, Vec<Key>) {
         let turn = self.turn.acquire().await.expect("the semaphore is never closed");
-        let keys: Vec<Key> = group.keys.lock().expect("group lock").iter().cloned().collect();
+        // Under the state lock, which every join takes: no key joins after
+        // the snapshot.
         let mut state = self.state.lock().expect("cold reads lock");
         if state.open.as_ref().is_some_and(|g| Arc::ptr_eq(g, group)) {
             state.open = None;
         }
+        let keys: Vec<Key> = group.keys.lock().expect("group lock").iter().cloned().collect();
         for key in &keys {
             state.reading.insert(key.clone(), group.clone());
         }
         (turn, keys)
+    }
+
+    /// Calls [`finish`](Self::finish) when dropped: when the read is over,
+    /// or when the member reading was cancelled.
+    pub(crate) fn finish_on_drop<'a>(&'a self, group: &'a Arc<Group>, keys: &'a [Key]) -> impl Drop + 'a {
+        struct Finish<'a> {
+            reads: &'a ColdReads,
+            group: &'a Arc<Group>,
+            keys: &'a [Key],
+        }
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                self.reads.finish(self.group, self.keys);
+            }
+        }
+        Finish { reads: self, group, keys }
     }
 
     /// `group`'s read is over: its keys are no longer in flight.

@@ -396,10 +396,10 @@ impl<C: CacheLayer + ?Sized> CacheLayer for CombiningCache<C> {
         Ok(out)
     }
 
-    async fn sweep(&self) -> Result<()> {
+    async fn sweep(&self, thorough: bool) -> Result<()> {
         self.push().await?;
         self.settle().await;
-        self.inner.sweep().await
+        self.inner.sweep(thorough).await
     }
 
     async fn stats(&self) -> Result<CacheStats> {

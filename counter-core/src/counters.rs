@@ -580,7 +580,12 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     }
 
     /// Counters of a namespace by name prefix, by name or top-N by value,
-    /// including counters not flushed yet. A namespace or prefix that breaks
+    /// including counters not flushed yet: every one this process counted,
+    /// and other processes' once the cache indexed them (at once for most
+    /// caches; with the Redis cache, whose increments are bare adds, at the
+    /// other process's next sweep: within half its flush interval, or half
+    /// a lease if it runs no flusher). The totals listed are the cache's
+    /// current ones. A namespace or prefix that breaks
     /// the key rules ([`Key::validate_namespace`], [`Key::validate_prefix`])
     /// is an [`InvalidKey`](ErrorKind::InvalidKey) error, not an empty list.
     pub async fn list(&self, query: &ListQuery) -> Result<Vec<(Key, i64)>> {
@@ -590,8 +595,9 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         let _call = engine.gate.enter()?;
         let mut values: BTreeMap<Key, i64> =
             engine.store_call("a listing", engine.store.list(query)).await?.into_iter().collect();
-        // Pending deltas count in the order (top-N): every one must be listed.
-        engine.cache.sweep().await?;
+        // Pending deltas count in the order (top-N): this process's must all
+        // be listed (a cheap sweep of its own; see the docs for others').
+        engine.cache.sweep(false).await?;
         for dirty in engine.cache.dirty(u64::MAX, usize::MAX).await? {
             if let Cell::Counter(key) = dirty.cell {
                 if query.matches(&key) {

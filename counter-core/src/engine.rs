@@ -27,6 +27,13 @@ use crate::spill::Journal;
 use crate::store::{CleanReport, DurableStore};
 use crate::timeslice::epoch_secs;
 
+/// Loads of one counter an increment makes before it gives up (the counter
+/// keeps disappearing from the cache).
+const MAX_LOADS: u32 = 3;
+
+/// Waits of one increment for other misses' reads of its counter.
+const MAX_MISS_WAITS: u32 = 16;
+
 /// Whether the store proved it can keep the protocol.
 #[derive(Debug, Clone)]
 enum Probe {
@@ -208,7 +215,9 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         if self.shared_cache && !self.watched.contains(key) {
             self.ensure_watched(std::slice::from_ref(key)).await;
         }
-        for _ in 0..4 {
+        // Loads of the counter, and waits for another miss's read of it.
+        let (mut loads, mut waits) = (0, 0);
+        loop {
             let outcome = match self.cache.incr_now(key, delta) {
                 Some(outcome) => outcome,
                 None => self.cache.incr(key, delta).await,
@@ -220,9 +229,16 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
                     }
                     return Ok((total, pending));
                 }
+                CacheIncr::Missing if loads == MAX_LOADS || waits == MAX_MISS_WAITS => break,
                 CacheIncr::Missing => {
-                    // None: another miss's read loaded it meanwhile.
-                    let Some(durable) = self.resolve_miss(key).await? else { continue };
+                    // None: another miss's read of it was in flight; its
+                    // member has loaded it since (or failed to: then this
+                    // miss reads for itself).
+                    let Some(durable) = self.resolve_miss(key).await? else {
+                        waits += 1;
+                        continue;
+                    };
+                    loads += 1;
                     let extra = match durable {
                         Some(_) => 0,
                         None => default.unwrap_or(0),
@@ -303,8 +319,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             .read()
             .get_or_init(|| async {
                 let (_turn, keys) = self.cold.close(&group).await;
+                let _finish = self.cold.finish_on_drop(&group, &keys);
                 let values = self.resolve(&keys).await.map(|values| keys.iter().cloned().zip(values).collect());
-                self.cold.finish(&group, &keys);
                 GroupRead { keys: keys.len(), values }
             })
             .await;
@@ -313,7 +329,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         }
         match &read.values {
             Ok(values) if values.contains_key(key) => return Ok(Some(values[key])),
-            Err(e) if read.keys == 1 => return Err(e.clone()),
+            // The store's trouble, not one counter's: every member gets it.
+            Err(e) if read.keys == 1 || e.key().is_none() => return Err(e.clone()),
             Err(e) => debug!(error = %e, counters = read.keys, "a coalesced read failed; its counters read one by one"),
             // Not reached: every member joined before its group closed.
             Ok(_) => {}

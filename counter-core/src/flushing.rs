@@ -180,8 +180,12 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
         let page = self.config.dirty_page(self.batch_size());
         // Twice per interval, so a cell the sweep finds late is still due in time.
         if now.saturating_sub(self.last_cache_sweep_ms.load(Relaxed)) >= shortest / 2 {
-            self.last_cache_sweep_ms.store(now, Relaxed);
-            self.cache.sweep().await?;
+            // A failed sweep is tried again at the next pass; this one goes
+            // on with what the cache indexed already.
+            match self.cache.sweep(false).await {
+                Ok(()) => self.last_cache_sweep_ms.store(now, Relaxed),
+                Err(e) => debug!(error = %e, "the cache's sweep failed"),
+            }
         }
         while errors.iter().all(refuses_cell) {
             let dirty = self.cache.dirty(now.saturating_sub(shortest), page).await?;
@@ -262,7 +266,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     async fn flush_all_pass(&self, take_over: bool, reconcile: bool) -> Result<FlushReport> {
         let mut report = FlushReport::default();
         let mut errors = self.land_backlog(&mut report, true, take_over).await?;
-        self.cache.sweep().await?;
+        self.cache.sweep(true).await?;
         // Passes until nothing is dirty; bounded, so that a flush under
         // constant traffic drains what was pending when it started and ends.
         // (A pending delta beyond the i64 range needs up to three passes.)

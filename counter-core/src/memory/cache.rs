@@ -102,8 +102,10 @@ fn overflow_total() -> Error {
 /// (a restarted `Counters` handle), not by another process.
 #[derive(Debug, Default)]
 pub struct MemoryCache {
-    counters: DashMap<Key, Entry>,
-    slices: DashMap<SliceId, Entry>,
+    /// Hashed with foldhash (seeded per process): the lookup is most of an
+    /// increment.
+    counters: DashMap<Key, Entry, foldhash::fast::RandomState>,
+    slices: DashMap<SliceId, Entry, foldhash::fast::RandomState>,
     /// Dirty cells by the stamp they got when they became dirty. A claim
     /// takes its cells out; an item whose cell has another stamp since
     /// (claimed by a racing path, removed) is stale and dropped where met.
