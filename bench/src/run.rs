@@ -497,7 +497,9 @@ mod tests {
         let auto = resolve(&[Baseline::Auto], "memory://", "sqlite://x");
         assert_eq!(auto, vec![Baseline::Dashmap, Baseline::Direct]);
         let auto = resolve(&[Baseline::Auto], "redis://h:1", "memory://");
-        assert_eq!(auto, vec![Baseline::Dashmap, Baseline::RedisBenchmark]);
+        assert_eq!(auto, vec![Baseline::Dashmap, Baseline::RedisRaw, Baseline::RedisBenchmark]);
+        let auto = resolve(&[Baseline::Auto], "redis+cluster://h:1,h:2", "sqlite://x");
+        assert_eq!(auto, vec![Baseline::Dashmap, Baseline::Direct, Baseline::RedisRaw, Baseline::RedisBenchmark]);
         assert!(resolve(&[Baseline::Auto, Baseline::None], "memory://", "sqlite://x").is_empty());
     }
 }
