@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Display;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -37,11 +37,12 @@ pub struct RedisCacheOptions {
     pub tombstone_ttl: Duration,
     /// How long a counter's registration in the live set lasts (default 30
     /// s). A process registers a counter with its first increment and then
-    /// adds with one bare command for half of this; the flusher's sweep
+    /// adds with one bare command for half of this; a thorough sweep
     /// forgets a registration only once it is a whole lease old. The other
-    /// half is the margin for an increment delayed on its way to the server,
-    /// and for the server's clock. Shorter leases cost more registrations;
-    /// longer ones more counters to sweep.
+    /// half is the margin for an increment delayed on its way to the
+    /// server. Shorter leases cost more registrations;
+    /// longer ones more counters to sweep. At least 100 ms: a shorter one is
+    /// a [`Config`](ErrorKind::Config) error at connect.
     pub lease: Duration,
 }
 
@@ -84,6 +85,9 @@ struct Lease {
     /// `touched`).
     touched: AtomicBool,
 }
+
+/// The shortest lease: half of it must leave room for a round trip.
+const MIN_LEASE: Duration = Duration::from_millis(100);
 
 /// Registrations between two clean-ups of the expired leases a process
 /// remembers.
@@ -129,7 +133,7 @@ pub struct RedisCache {
     lease: Duration,
     /// The counters this process may add to with a bare `BITFIELD` (looked
     /// up on every increment: foldhash, seeded per process).
-    leases: DashMap<Key, Lease, foldhash::fast::RandomState>,
+    leases: DashMap<Key, Arc<Lease>, foldhash::fast::RandomState>,
     registrations: AtomicU64,
     /// Leased counters with bare adds since the last sweep, each once.
     touched: Mutex<Vec<Key>>,
@@ -159,6 +163,12 @@ impl RedisCache {
         }
         let shards = options.shards.unwrap_or(if target.cluster { 64 } else { 1 });
         let layout = Layout::new(&options.prefix, shards)?;
+        if options.lease < MIN_LEASE {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("the Redis cache's lease is {:?}; it must be at least {MIN_LEASE:?}", options.lease),
+            ));
+        }
         let conn = RedisConn::connect(&target).await?;
         let cache = RedisCache {
             conn,
@@ -166,7 +176,7 @@ impl RedisCache {
             scripts: Scripts::new(),
             cluster: target.cluster,
             tombstone_ttl_ms: options.tombstone_ttl.as_millis().max(1) as u64,
-            lease: options.lease.max(Duration::from_millis(2)),
+            lease: options.lease,
             leases: DashMap::default(),
             registrations: AtomicU64::new(0),
             touched: Mutex::new(Vec::new()),
@@ -212,21 +222,19 @@ impl RedisCache {
         cmd.query_async(&mut self.conn.clone()).await.map_err(map_err)
     }
 
-    /// Whether this process holds a lease on `key`: it may add with a bare
-    /// `BITFIELD`.
-    fn leased(&self, key: &Key) -> bool {
-        self.leases.get(key).is_some_and(|lease| Instant::now() < lease.until)
+    /// This process's lease on `key`, if it holds one: it may add with a
+    /// bare `BITFIELD`.
+    fn lease_of(&self, key: &Key) -> Option<Arc<Lease>> {
+        self.leases.get(key).filter(|lease| Instant::now() < lease.until).map(|lease| lease.clone())
     }
 
-    /// A bare add landed on a loaded counter: noted for the next sweep of
-    /// this process's own. (Noted after the reply, so an add that lands
-    /// after a sweep read the counter is noted after that sweep cleared the
-    /// note.)
-    fn note_bare_add(&self, key: &Key) {
-        if let Some(lease) = self.leases.get(key) {
-            if !lease.touched.swap(true, Relaxed) {
-                self.touched.lock().expect("touched lock").push(key.clone());
-            }
+    /// A bare add under `lease` landed on a loaded counter: noted for the
+    /// next sweep of this process's own. (Noted after the reply, so an add
+    /// that lands after a sweep read the counter is noted after that sweep
+    /// cleared the note.)
+    fn note_bare_add(&self, key: &Key, lease: &Lease) {
+        if !lease.touched.swap(true, Relaxed) {
+            self.touched.lock().expect("touched lock").push(key.clone());
         }
     }
 
@@ -236,7 +244,8 @@ impl RedisCache {
     /// flusher), also the notes of bare adds, which other processes'
     /// thorough sweeps cover, so that they do not pile up.
     fn note_lease(&self, key: &Key, sent: Instant) {
-        self.leases.insert(key.clone(), Lease { until: sent + self.lease / 2, touched: AtomicBool::new(false) });
+        self.leases
+            .insert(key.clone(), Arc::new(Lease { until: sent + self.lease / 2, touched: AtomicBool::new(false) }));
         if self.registrations.fetch_add(1, Relaxed) % LEASE_CLEANUP_EVERY == LEASE_CLEANUP_EVERY - 1 {
             let now = Instant::now();
             let idle = self.last_own_sweep.lock().expect("sweep lock").elapsed() >= self.lease;
@@ -554,9 +563,9 @@ impl CacheLayer for RedisCache {
                 _ => Err(corrupt(key, &format!("{reply:?}"))),
             };
         }
-        if !self.leased(key) {
+        let Some(lease) = self.lease_of(key) else {
             return self.register_and_add(key, value, delta).await.map_err(|e| e.with_key(key));
-        }
+        };
         // The hot path: one command.
         let mut cmd = redis::cmd("BITFIELD");
         cmd.arg(&value)
@@ -566,7 +575,7 @@ impl CacheLayer for RedisCache {
         let reply: Vec<Option<i64>> = self.command(&cmd).await.map_err(|e| e.with_key(key))?;
         match reply.as_slice() {
             [Some(1), Some(total), Some(flushed)] => {
-                self.note_bare_add(key);
+                self.note_bare_add(key, &lease);
                 Ok(applied(*total, *flushed))
             }
             [Some(1), None, _] => Err(overflow(key)),

@@ -233,13 +233,16 @@ async fn remove_forgets_counter_slices_and_their_dirty_marks() {
 }
 
 #[tokio::test]
-async fn bad_urls_and_prefixes_are_config_errors() {
+async fn bad_urls_prefixes_and_leases_are_config_errors() {
     for url in ["redis://127.0.0.1:1?prefix={x}", "rediss://h:1", "memcache://h:1"] {
         let e = RedisCache::connect(url).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config, "{url}: {e}");
     }
     let e = RedisCache::connect("redis://127.0.0.1:1").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "nothing listens on port 1: {e}");
+    let options = RedisCacheOptions::default().lease(Duration::from_millis(99));
+    let e = RedisCache::connect_with(RedisTarget::parse("redis://127.0.0.1:1").unwrap(), options).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "a lease too short for a round trip, refused before connecting: {e}");
 }
 
 /// Whether the live set of a one-shard cache under `prefix` holds `key`.
