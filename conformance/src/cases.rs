@@ -21,6 +21,28 @@ pub use crate::hostile::*;
 pub use crate::leases::*;
 pub use crate::refusals::*;
 
+/// Runs `call` until it succeeds or fails other than transiently, at most
+/// ten times, 100 ms apart: with every fault healed, a slow answer of a
+/// real server (past the short store timeout of a case's handle; moto
+/// answers one request at a time and slows down on a busy machine) is not
+/// a failure.
+pub(crate) async fn settled<T, F, Fut>(mut call: F) -> counter_core::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = counter_core::Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() && attempt < 9 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Polls `check` until it holds or `limit` passes.
 pub(crate) async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where

@@ -27,6 +27,7 @@ use counter_core::{
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 
+use crate::cases::settled;
 use crate::faults::FaultyStore;
 use crate::harness::Backends;
 
@@ -251,28 +252,6 @@ async fn retried_delete<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
         match c.delete(key).await {
             Err(e) if e.is_transient() && attempt < 4 => attempt += 1,
             result => return result,
-        }
-    }
-}
-
-/// Runs `call` until it succeeds or fails other than transiently, at most
-/// ten times, 100 ms apart: with every fault healed, a slow answer of a
-/// real server (past the short store timeout of the model's handle; moto
-/// answers one request at a time and slows down on a busy machine) is not
-/// a failure.
-async fn settled<T, F, Fut>(mut call: F) -> counter_core::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = counter_core::Result<T>>,
-{
-    let mut attempt = 0;
-    loop {
-        match call().await {
-            Err(e) if e.is_transient() && attempt < 9 => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            other => return other,
         }
     }
 }
