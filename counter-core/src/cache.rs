@@ -157,6 +157,47 @@ pub trait CacheLayer: Send + Sync + std::fmt::Debug + 'static {
     /// [`sweep`](Self::sweep)) lists what its last sweep found.
     async fn dirty(&self, dirty_before_ms: u64, limit: usize) -> Result<Vec<DirtyCell>>;
 
+    /// Up to `limit` counters (not time slices) with a pending delta in
+    /// `namespace` whose names start with `prefix`, in name order: what a
+    /// listing of that namespace adds to the store's counters.
+    ///
+    /// A listing must not cost in proportion to every dirty cell of the
+    /// cache (the admin page lists once a second per open page), so a
+    /// cache should answer from an index by name. The default filters
+    /// [`dirty`](Self::dirty) of every cell. Like `dirty`, it lists what
+    /// the last [`sweep`](Self::sweep) indexed.
+    async fn dirty_counters(&self, namespace: &str, prefix: &str, limit: usize) -> Result<Vec<DirtyCell>> {
+        let mut found: Vec<DirtyCell> = self
+            .dirty(u64::MAX, usize::MAX)
+            .await?
+            .into_iter()
+            .filter(|d| match &d.cell {
+                Cell::Counter(key) => key.namespace() == namespace && key.name().starts_with(prefix),
+                Cell::Slice(_) => false,
+            })
+            .collect();
+        found.sort_by(|a, b| a.cell.key().cmp(b.cell.key()));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    /// For each of `keys`, when its counter became dirty (ms since the
+    /// epoch), or `None` if it has no pending delta indexed: the age of a
+    /// pending delta, for a report of a few counters. A cache should answer
+    /// by key; the default filters [`dirty`](Self::dirty) of every cell.
+    async fn dirty_since(&self, keys: &[Key]) -> Result<Vec<Option<u64>>> {
+        let wanted: std::collections::HashSet<&Key> = keys.iter().collect();
+        let mut since = std::collections::HashMap::new();
+        for d in self.dirty(u64::MAX, usize::MAX).await? {
+            if let Cell::Counter(key) = d.cell {
+                if wanted.contains(&key) {
+                    since.insert(key, d.dirty_since_ms);
+                }
+            }
+        }
+        Ok(keys.iter().map(|k| since.get(k).copied()).collect())
+    }
+
     /// Makes deltas counted before the call visible to
     /// [`dirty`](Self::dirty) and [`stats`](Self::stats): every delta this
     /// process counted, and with `thorough` every process's (a cache may

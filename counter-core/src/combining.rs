@@ -354,6 +354,41 @@ impl<C: CacheLayer + ?Sized> CacheLayer for CombiningCache<C> {
         Ok(out)
     }
 
+    async fn dirty_counters(&self, namespace: &str, prefix: &str, limit: usize) -> Result<Vec<DirtyCell>> {
+        self.push().await?;
+        self.settle().await;
+        let mut out = self.inner.dirty_counters(namespace, prefix, limit).await?;
+        for entry in self.local.iter() {
+            let (key, unsent) = (entry.key(), entry.unsent.load(SeqCst));
+            if unsent == 0 || !entry.lost.load(SeqCst) || key.namespace() != namespace || !key.name().starts_with(prefix) {
+                continue;
+            }
+            let cell = Cell::Counter(key.clone());
+            if !out.iter().any(|d| d.cell == cell) {
+                out.push(DirtyCell { cell, pending: i128::from(unsent), dirty_since_ms: entry.since_ms.load(SeqCst) });
+            }
+        }
+        out.sort_by(|a, b| a.cell.key().cmp(b.cell.key()));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn dirty_since(&self, keys: &[Key]) -> Result<Vec<Option<u64>>> {
+        self.push().await?;
+        self.settle().await;
+        let mut since = self.inner.dirty_since(keys).await?;
+        for (key, since) in keys.iter().zip(since.iter_mut()) {
+            if since.is_none() {
+                *since = self
+                    .local
+                    .get(key)
+                    .filter(|e| e.unsent.load(SeqCst) != 0 && e.lost.load(SeqCst))
+                    .map(|e| e.since_ms.load(SeqCst));
+            }
+        }
+        Ok(since)
+    }
+
     async fn claim(&self, id: BatchId, cells: &[Cell]) -> Result<Batch> {
         let batch = self.inner.claim(id, cells).await?;
         // A batch is all shared or all local: another process recovering the

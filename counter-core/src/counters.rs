@@ -20,7 +20,7 @@ use crate::key::Key;
 use crate::metrics::MetricsSnapshot;
 use crate::policy::{Family, Policy};
 use crate::report::{FlushReport, HeldCell};
-use crate::store::{CleanReport, DurableStore, ListQuery};
+use crate::store::{CleanReport, DurableStore, ListOrder, ListQuery};
 use crate::timeslice::{TimeSlices, epoch_secs};
 
 /// Options of one increment; every field defaults to the counter family's
@@ -598,12 +598,14 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         // Pending deltas count in the order (top-N): this process's must all
         // be listed (a cheap sweep of its own; see the docs for others').
         engine.cache.sweep(false).await?;
-        for dirty in engine.cache.dirty(u64::MAX, usize::MAX).await? {
-            if let Cell::Counter(key) = dirty.cell {
-                if query.matches(&key) {
-                    values.entry(key).or_insert(0);
-                }
-            }
+        // By name, the first `limit` pending ones are all the listing can
+        // take from the cache; by value, any of them may be among the top.
+        let wanted = match query.order {
+            ListOrder::ByName => query.limit,
+            ListOrder::ByValueDesc => usize::MAX,
+        };
+        for dirty in engine.cache.dirty_counters(&query.namespace, &query.prefix, wanted).await? {
+            values.entry(dirty.cell.key().clone()).or_insert(0);
         }
         let keys: Vec<Key> = values.keys().cloned().collect();
         engine.ensure_watched(&keys).await;

@@ -97,6 +97,13 @@ impl Key {
         Key { text: text.into(), split: namespace.len() as u16 }
     }
 
+    /// The smallest key of `namespace` whose name starts with `prefix` (the
+    /// prefix itself, which need not be a valid name), for ranges over keys
+    /// in order; `None` if no key can be in `namespace` (too long).
+    pub(crate) fn lower_bound(namespace: &str, prefix: &str) -> Option<Key> {
+        (namespace.len() <= MAX_NAMESPACE_BYTES).then(|| Key::joined(namespace, prefix))
+    }
+
     /// A key in the default (empty) namespace.
     pub fn named(name: impl AsRef<str>) -> Result<Key> {
         Key::new("", name)

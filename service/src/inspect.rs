@@ -2,7 +2,7 @@
 //! durable value (the store's), its pending delta (the cache's) and how long
 //! that delta has been pending.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::http::Uri;
@@ -22,8 +22,6 @@ use crate::state::AppState;
 
 /// Most counters a search looks through before filtering by text.
 const SEARCH_SCAN: usize = MAX_LIST_LIMIT;
-/// Most dirty cells read to find pending ages.
-const DIRTY_SCAN: usize = 100_000;
 
 /// The `/v1/inspect` routes.
 pub(crate) fn routes() -> Router<AppState> {
@@ -86,17 +84,11 @@ async fn details(state: &AppState, keys: Vec<Key>, totals: Vec<i64>) -> Result<V
             break;
         }
     }
-    let wanted: HashSet<&Key> = keys.iter().collect();
-    let mut since: HashMap<Key, u64> = HashMap::new();
-    if cached.iter().flatten().any(|c| c.pending != 0) {
-        for dirty in counters.cache().dirty(u64::MAX, DIRTY_SCAN).await? {
-            if let Cell::Counter(key) = dirty.cell {
-                if wanted.contains(&key) {
-                    since.insert(key, dirty.dirty_since_ms);
-                }
-            }
-        }
-    }
+    let since: Vec<Option<u64>> = if cached.iter().flatten().any(|c| c.pending != 0) {
+        counters.cache().dirty_since(&keys).await?
+    } else {
+        vec![None; keys.len()]
+    };
     let mut held: HashMap<Key, (i64, String)> = HashMap::new();
     for cell in counters.held_cells() {
         if let Cell::Counter(key) = &cell.cell {
@@ -109,7 +101,8 @@ async fn details(state: &AppState, keys: Vec<Key>, totals: Vec<i64>) -> Result<V
         .into_iter()
         .zip(totals)
         .zip(durable.into_iter().zip(cached).zip(in_flight))
-        .map(|((key, total), ((durable, cached), in_flight))| {
+        .zip(since)
+        .map(|(((key, total), ((durable, cached), in_flight)), since)| {
             let pending = cached.map_or(0, |c| c.pending);
             let total = cached.map_or(total, |c| c.total);
             let durable = durable.unwrap_or(0);
@@ -118,7 +111,7 @@ async fn details(state: &AppState, keys: Vec<Key>, totals: Vec<i64>) -> Result<V
                 Some(_) => in_flight.map(|f| i128::from(total) - i128::from(durable) - f - pending),
                 None => Some(0),
             };
-            let pending_for_ms = (pending != 0).then(|| since.get(&key).map(|s| now.saturating_sub(*s))).flatten();
+            let pending_for_ms = since.filter(|_| pending != 0).map(|s| now.saturating_sub(s));
             let (held, held_error) = held.remove(&key).map_or((0, None), |(d, e)| (d, Some(e)));
             Detail {
                 key: key.to_string(),

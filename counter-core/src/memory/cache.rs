@@ -1,6 +1,6 @@
 //! The in-process cache, built for the hot path.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::SeqCst};
 
@@ -13,6 +13,8 @@ use crate::cell::{Cell, SliceId};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::Key;
 use crate::testing::{CacheFaults, CachePart};
+
+use super::dirty_index::DirtyIndex;
 
 /// One cell: total `T`, flushed mark `F`, and when it became dirty (0: clean).
 #[derive(Debug)]
@@ -106,10 +108,11 @@ pub struct MemoryCache {
     /// increment.
     counters: DashMap<Key, Entry, foldhash::fast::RandomState>,
     slices: DashMap<SliceId, Entry, foldhash::fast::RandomState>,
-    /// Dirty cells by the stamp they got when they became dirty. A claim
-    /// takes its cells out; an item whose cell has another stamp since
-    /// (claimed by a racing path, removed) is stale and dropped where met.
-    dirty_index: Mutex<BTreeSet<(u64, Cell)>>,
+    /// Dirty cells by the stamp they got when they became dirty, and
+    /// dirty counters by name. A claim takes its cells out; an item whose
+    /// cell has another stamp since (claimed by a racing path, removed) is
+    /// stale and dropped where met.
+    dirty_index: Mutex<DirtyIndex>,
     dirty_cells: AtomicU64,
     claims: Mutex<HashMap<BatchId, Batch>>,
 }
@@ -132,7 +135,7 @@ impl MemoryCache {
 
     fn index_dirty(&self, cell: Cell, stamp: u64) {
         self.dirty_cells.fetch_add(1, SeqCst);
-        self.dirty_index.lock().expect("dirty index lock").insert((stamp, cell));
+        self.dirty_index.lock().expect("dirty index lock").insert(stamp, cell);
     }
 
     /// Whether `cell` is dirty with `stamp` (an index item is live).
@@ -150,7 +153,7 @@ impl MemoryCache {
         let mut index = self.dirty_index.lock().expect("dirty index lock");
         for (stamp, cell) in claimed {
             if !self.is_dirty_with(cell, *stamp) {
-                index.remove(&(*stamp, cell.clone()));
+                index.remove(*stamp, cell);
             }
         }
     }
@@ -296,7 +299,7 @@ impl CacheLayer for MemoryCache {
         let mut index = self.dirty_index.lock().expect("dirty index lock");
         let mut out = Vec::new();
         let mut stale = Vec::new();
-        for (stamp, cell) in index.iter() {
+        for (stamp, cell) in index.by_time() {
             if out.len() >= limit || *stamp > dirty_before_ms {
                 break;
             }
@@ -307,10 +310,41 @@ impl CacheLayer for MemoryCache {
                 _ => stale.push((*stamp, cell.clone())),
             }
         }
-        for item in &stale {
-            index.remove(item);
+        for (stamp, cell) in &stale {
+            index.remove(*stamp, cell);
         }
         Ok(out)
+    }
+
+    async fn dirty_counters(&self, namespace: &str, prefix: &str, limit: usize) -> Result<Vec<DirtyCell>> {
+        let mut index = self.dirty_index.lock().expect("dirty index lock");
+        let mut out: Vec<DirtyCell> = Vec::new();
+        let mut stale = Vec::new();
+        for (key, stamp) in index.by_name(namespace, prefix) {
+            if out.len() >= limit {
+                break;
+            }
+            let live = self.counters.get(key).and_then(|e| (e.dirty_since.load(SeqCst) == *stamp).then(|| Entry::value(&e)));
+            match live {
+                Some(value) => out.push(DirtyCell {
+                    cell: Cell::Counter(key.clone()),
+                    pending: value.pending,
+                    dirty_since_ms: *stamp,
+                }),
+                None => stale.push((*stamp, Cell::Counter(key.clone()))),
+            }
+        }
+        for (stamp, cell) in &stale {
+            index.remove(*stamp, cell);
+        }
+        Ok(out)
+    }
+
+    async fn dirty_since(&self, keys: &[Key]) -> Result<Vec<Option<u64>>> {
+        Ok(keys
+            .iter()
+            .map(|key| self.counters.get(key).map(|e| e.dirty_since.load(SeqCst)).filter(|since| *since != 0))
+            .collect())
     }
 
     async fn claim(&self, id: BatchId, cells: &[Cell]) -> Result<Batch> {
@@ -372,11 +406,11 @@ impl CacheLayer for MemoryCache {
         let oldest_dirty_ms = {
             let mut index = self.dirty_index.lock().expect("dirty index lock");
             loop {
-                let Some((stamp, cell)) = index.first() else { break None };
-                if self.is_dirty_with(cell, *stamp) {
-                    break Some(*stamp);
+                let Some((stamp, cell)) = index.oldest().cloned() else { break None };
+                if self.is_dirty_with(&cell, stamp) {
+                    break Some(stamp);
                 }
-                index.pop_first();
+                index.remove(stamp, &cell);
             }
         };
         Ok(CacheStats {

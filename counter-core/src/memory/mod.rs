@@ -2,6 +2,7 @@
 //! and [`MemoryStore`], a store for tests that is **not durable**.
 
 mod cache;
+mod dirty_index;
 mod store;
 
 pub use cache::MemoryCache;
