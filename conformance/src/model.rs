@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime};
 
 use counter_core::testing::CachePart;
 use counter_core::{
-    Batch, BatchEntry, BatchId, CacheLayer, Cell, Counters, DurableStore, ErrorKind, IncrOptions, Key, MemoryCache,
-    Policy, Precision, SliceId, TimeSlices, epoch_secs,
+    Batch, BatchEntry, BatchId, CacheLayer, Cell, Counters, DurableStore, ErrorKind, IncrOptions, Key, ListQuery,
+    MemoryCache, Policy, Precision, SliceId, TimeSlices, epoch_secs,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
@@ -73,6 +73,14 @@ pub enum Op {
     },
     /// `get_many` of every name.
     GetMany,
+    /// `list` of the run's namespace: every counter with a total, pending
+    /// deltas included, with the model's totals.
+    List {
+        /// Only names starting with `a`.
+        narrow: bool,
+        /// The top 10 by value instead of by name.
+        top: bool,
+    },
     /// `flush`.
     Flush,
     /// The next n store applies fail before applying.
@@ -163,6 +171,7 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         6 => key.clone().prop_map(|key| Op::Get { key }),
         3 => Just(Op::GetMany),
+        3 => (any::<bool>(), any::<bool>()).prop_map(|(narrow, top)| Op::List { narrow, top }),
         4 => (key.clone(), prop_oneof![-100i64..100, Just(i64::MAX), Just(i64::MIN)]).prop_map(|(key, value)| Op::Put { key, value }),
         2 => key.clone().prop_map(|key| Op::Delete { key }),
         8 => Just(Op::Flush),
@@ -291,6 +300,9 @@ struct Run<'a, C: CacheLayer + ?Sized, S: DurableStore + ?Sized> {
     /// Counters another writer changed since this handle last converged:
     /// their cached totals may lag until then.
     unsettled: HashSet<usize>,
+    /// The cache lost its dirty index since the last settle: a listing may
+    /// miss pending counters until a flush finds them again.
+    index_lost: bool,
     /// The second cache's handle, straight over the store (no faults).
     other: Counters<MemoryCache, S>,
 }
@@ -404,6 +416,59 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Run<'_, C, S> {
     }
 }
 
+impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Run<'_, C, S> {
+    /// A listing shows the model's totals, every counter with one (pending
+    /// or in flight included), and nothing else; and the cache's index of
+    /// dirty counters by name agrees with its index of dirty cells.
+    async fn check_list(&self, c: &Handle<C, S>, narrow: bool, top: bool) -> Result<(), TestCaseError> {
+        let prefix = if narrow { "a" } else { "" };
+        let query = ListQuery::new(self.b.namespace.clone(), prefix);
+        let query = if top { query.top(10) } else { query };
+        let listed = match c.list(&query).await {
+            Ok(listed) => listed,
+            Err(e) => return self.expect_uncounted("list", &e),
+        };
+        for (key, value) in &listed {
+            prop_assert!(query.matches(key), "listed {} for {:?}", key, query);
+            let i = self.key_index(key);
+            if !self.unsettled.contains(&i) {
+                prop_assert_eq!(i128::from(*value), self.model.totals[i], "listed total of {}", NAMES[i]);
+            }
+        }
+        for (i, key) in self.keys.iter().enumerate() {
+            let counted = self.model.totals[i] != 0 && !self.unsettled.contains(&i) && !self.index_lost;
+            if counted && query.matches(key) {
+                prop_assert!(
+                    listed.iter().any(|(k, _)| k == key),
+                    "{} (total {}) is missing from the listing {:?}",
+                    NAMES[i],
+                    self.model.totals[i],
+                    listed
+                );
+            }
+        }
+        let cache = &self.b.cache;
+        let by_name: Vec<Cell> = cache
+            .dirty_counters(&self.b.namespace, prefix, usize::MAX)
+            .await
+            .expect("dirty counters")
+            .into_iter()
+            .map(|d| d.cell)
+            .collect();
+        let mut by_time: Vec<Cell> = cache
+            .dirty(u64::MAX, usize::MAX)
+            .await
+            .expect("dirty")
+            .into_iter()
+            .map(|d| d.cell)
+            .filter(|cell| matches!(cell, Cell::Counter(k) if query.matches(k)))
+            .collect();
+        by_time.sort_by(|a, b| a.key().cmp(b.key()));
+        prop_assert_eq!(by_name, by_time, "dirty counters by name and by time");
+        Ok(())
+    }
+}
+
 /// A handle on a cache of its own over the same store, with no faults.
 fn other_handle<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(b: &Backends<C, S>) -> Counters<MemoryCache, S> {
     Counters::builder(Arc::new(MemoryCache::new()), b.store.inner().clone())
@@ -426,6 +491,7 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
         orphans: HashSet::new(),
         faults: Faults::default(),
         unsettled: HashSet::new(),
+        index_lost: false,
         other: other_handle(b),
     };
     let mut c = run.handle();
@@ -515,6 +581,7 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 Err(e) => run.expect_uncounted("get", &e)?,
             },
             Op::GetMany => run.check_totals(&c).await?,
+            Op::List { narrow, top } => run.check_list(&c, narrow, top).await?,
             Op::Flush => {
                 if let Err(e) = c.flush().await {
                     run.expect_uncounted("flush", &e)?;
@@ -564,10 +631,13 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 }
                 settled(|| c.converge()).await.map_err(|e| TestCaseError::fail(format!("converge: {e}")))?;
                 run.unsettled.clear();
+                run.index_lost = false;
                 run.check_totals(&c).await?;
             }
             Op::LoseIndex => {
-                b.cache_faults.lose_index().await.expect("inject");
+                if b.cache_faults.lose_index().await.expect("inject") {
+                    run.index_lost = true;
+                }
             }
             Op::Shutdown => {
                 match c.shutdown().await {

@@ -360,7 +360,11 @@ impl<C: CacheLayer + ?Sized> CacheLayer for CombiningCache<C> {
         let mut out = self.inner.dirty_counters(namespace, prefix, limit).await?;
         for entry in self.local.iter() {
             let (key, unsent) = (entry.key(), entry.unsent.load(SeqCst));
-            if unsent == 0 || !entry.lost.load(SeqCst) || key.namespace() != namespace || !key.name().starts_with(prefix) {
+            if unsent == 0
+                || !entry.lost.load(SeqCst)
+                || key.namespace() != namespace
+                || !key.name().starts_with(prefix)
+            {
                 continue;
             }
             let cell = Cell::Counter(key.clone());

@@ -1,6 +1,6 @@
 //! The `Counters` handle: the API users call.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
@@ -580,7 +580,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     }
 
     /// Counters of a namespace by name prefix, by name or top-N by value,
-    /// including counters not flushed yet: every one this process counted,
+    /// including counters not flushed yet (pending in the cache, or in a
+    /// batch on its way to the store): every one this process counted,
     /// and other processes' once the cache indexed them (at once for most
     /// caches; with the Redis cache, whose increments are bare adds, at the
     /// other process's next sweep: within half its flush interval, or half
@@ -607,12 +608,38 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         for dirty in engine.cache.dirty_counters(&query.namespace, &query.prefix, wanted).await? {
             values.entry(dirty.cell.key().clone()).or_insert(0);
         }
+        // And so do deltas on their way to the store: this handle's batches
+        // (held ones among them), and claims of any process the cache
+        // records (few: a claim lives until its batch lands).
+        let in_flight = engine.inflight_batches(false).into_iter().chain(engine.cache.claims(0).await?);
+        let mut landing = HashSet::new();
+        for entry in in_flight.flat_map(|batch| batch.entries) {
+            if let Cell::Counter(key) = entry.cell {
+                if query.matches(&key) {
+                    values.entry(key.clone()).or_insert(0);
+                    landing.insert(key);
+                }
+            }
+        }
         let keys: Vec<Key> = values.keys().cloned().collect();
         engine.ensure_watched(&keys).await;
         let cells: Vec<Cell> = keys.iter().cloned().map(Cell::Counter).collect();
+        let mut unresolved = Vec::new();
         for (key, cached) in keys.into_iter().zip(engine.cache.get_many(&cells).await?) {
-            if let Some(c) = cached {
-                values.insert(key, c.total);
+            match cached {
+                Some(c) => {
+                    values.insert(key, c.total);
+                }
+                // Not cached, with a batch on its way: the store's value
+                // lacks it. Read it as `get` does (the batch lands first).
+                None if landing.contains(&key) => unresolved.push(key),
+                None => {}
+            }
+        }
+        if !unresolved.is_empty() {
+            let totals = engine.resolve(&unresolved).await?;
+            for (key, total) in unresolved.into_iter().zip(totals) {
+                values.insert(key, total.unwrap_or(0));
             }
         }
         let mut out: Vec<(Key, i64)> = values.into_iter().collect();

@@ -324,7 +324,8 @@ impl CacheLayer for MemoryCache {
             if out.len() >= limit {
                 break;
             }
-            let live = self.counters.get(key).and_then(|e| (e.dirty_since.load(SeqCst) == *stamp).then(|| Entry::value(&e)));
+            let live =
+                self.counters.get(key).and_then(|e| (e.dirty_since.load(SeqCst) == *stamp).then(|| Entry::value(&e)));
             match live {
                 Some(value) => out.push(DirtyCell {
                     cell: Cell::Counter(key.clone()),
