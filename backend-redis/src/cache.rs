@@ -16,7 +16,7 @@ use dashmap::DashMap;
 use futures_util::future::try_join_all;
 use redis::{FromRedisValue, Script, ToRedisArgs, Value};
 
-use crate::cache_layout::{Layout, field_suffix, member, parse_member};
+use crate::cache_layout::{Layout, field_suffix, member, named_range, parse_member, parse_named};
 use crate::cache_scripts::Scripts;
 use crate::connection::{RedisConn, RedisTarget, map_err};
 
@@ -281,7 +281,7 @@ impl RedisCache {
         let now = now_ms().to_string();
         let steps = by_shard.iter().flat_map(|(shard, members)| members.chunks(SWEEP_STEP).map(move |m| (*shard, m)));
         let result = try_join_all(steps.map(|(shard, members)| {
-            let keys = [self.layout.dirty(shard)];
+            let keys = [self.layout.dirty(shard), self.layout.named(shard)];
             let mut args = vec![self.layout.value_prefix(shard), now.clone()];
             args.extend(members.iter().cloned());
             async move { self.invoke::<i64, _>(&self.scripts.index, &keys, &args).await }
@@ -309,7 +309,7 @@ impl RedisCache {
     async fn register_and_add(&self, key: &Key, value: String, delta: i64) -> Result<CacheIncr> {
         let sent = Instant::now();
         let shard = self.layout.shard_of(key);
-        let keys = [value, self.layout.dirty(shard), self.layout.live(shard)];
+        let keys = [value, self.layout.dirty(shard), self.layout.live(shard), self.layout.named(shard)];
         let args = [delta.to_string(), now_ms().to_string(), member(&Cell::Counter(key.clone()))];
         let reply: Vec<Vec<u8>> = self.invoke(&self.scripts.register, &keys, &args).await?;
         match reply.as_slice() {
@@ -343,7 +343,7 @@ impl RedisCache {
     /// One shard's sweep (see [`CacheLayer::sweep`]): steps of
     /// [`SWEEP_STEP`] counters until the live set's scan is done.
     async fn sweep_shard(&self, shard: usize) -> Result<()> {
-        let keys = [self.layout.live(shard), self.layout.dirty(shard)];
+        let keys = [self.layout.live(shard), self.layout.dirty(shard), self.layout.named(shard)];
         let lease = self.lease.as_millis().to_string();
         let prefix = self.layout.value_prefix(shard);
         let mut cursor = "0".to_string();
@@ -594,7 +594,12 @@ impl CacheLayer for RedisCache {
     async fn load(&self, key: &Key, durable: i64, extra: i64) -> Result<i64> {
         let total = durable.checked_add(extra).ok_or_else(|| overflow(key))?;
         let shard = self.layout.shard_of(key);
-        let keys = [self.layout.counter_value(key), self.layout.dirty(shard), self.layout.live(shard)];
+        let keys = [
+            self.layout.counter_value(key),
+            self.layout.dirty(shard),
+            self.layout.live(shard),
+            self.layout.named(shard),
+        ];
         let args = [
             total.to_string(),
             durable.to_string(),
@@ -642,7 +647,7 @@ impl CacheLayer for RedisCache {
 
     async fn set(&self, key: &Key, total: i64) -> Result<Option<i64>> {
         let shard = self.layout.shard_of(key);
-        let keys = [self.layout.counter_value(key), self.layout.dirty(shard)];
+        let keys = [self.layout.counter_value(key), self.layout.dirty(shard), self.layout.named(shard)];
         let args: [Vec<u8>; 3] = [
             total.to_be_bytes().to_vec(),
             now_ms().to_string().into_bytes(),
@@ -708,6 +713,7 @@ impl CacheLayer for RedisCache {
             self.layout.slice_hash(key),
             self.layout.dirty(shard),
             self.layout.live(shard),
+            self.layout.named(shard),
         ];
         let args = [member(&Cell::Counter(key.clone())), key.to_string()];
         let _: i64 = self.invoke(&self.scripts.remove, &keys, &args).await.map_err(|e| e.with_key(key))?;
@@ -754,13 +760,74 @@ impl CacheLayer for RedisCache {
             .collect())
     }
 
+    async fn dirty_counters(&self, namespace: &str, prefix: &str, limit: usize) -> Result<Vec<DirtyCell>> {
+        let Some((start, end)) = named_range(namespace, prefix) else { return Ok(Vec::new()) };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Each shard's first `limit` names; the first `limit` of them all.
+        let lists: Vec<Vec<String>> = try_join_all((0..self.layout.shards()).map(|shard| {
+            let cmd = redis::cmd("ZRANGEBYLEX")
+                .arg(self.layout.named(shard))
+                .arg(&start)
+                .arg(&end)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit.min(i64::MAX as usize))
+                .clone();
+            async move { cmd.query_async::<Vec<String>>(&mut self.conn.clone()).await.map_err(map_err) }
+        }))
+        .await?;
+        let mut keys = lists.iter().flatten().map(|m| parse_named(m)).collect::<Result<Vec<Key>>>()?;
+        keys.sort();
+        keys.truncate(limit);
+        let cells: Vec<Cell> = keys.iter().cloned().map(Cell::Counter).collect();
+        let (since, values) = futures_util::future::try_join(self.dirty_since(&keys), self.get_many(&cells)).await?;
+        // A counter claimed between the reads is clean: left out.
+        Ok(cells
+            .into_iter()
+            .zip(since.into_iter().zip(values))
+            .filter_map(|(cell, since)| match since {
+                (Some(since), Some(value)) => Some(DirtyCell { cell, pending: value.pending, dirty_since_ms: since }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn dirty_since(&self, keys: &[Key]) -> Result<Vec<Option<u64>>> {
+        let cells: Vec<Cell> = keys.iter().cloned().map(Cell::Counter).collect();
+        let groups = self.by_shard(cells.iter());
+        let replies: Vec<Vec<Option<f64>>> = try_join_all(groups.iter().map(|(shard, group)| {
+            let mut cmd = redis::cmd("ZMSCORE");
+            cmd.arg(self.layout.dirty(*shard));
+            for cell in group {
+                cmd.arg(member(cell));
+            }
+            async move { cmd.query_async::<Vec<Option<f64>>>(&mut self.conn.clone()).await.map_err(map_err) }
+        }))
+        .await?;
+        let mut found: HashMap<&Cell, u64> = HashMap::new();
+        for ((_, group), scores) in groups.iter().zip(replies) {
+            for (cell, score) in group.iter().zip(scores) {
+                if let Some(score) = score {
+                    found.insert(cell, score as u64);
+                }
+            }
+        }
+        Ok(cells.iter().map(|cell| found.get(cell).copied()).collect())
+    }
+
     async fn claim(&self, id: BatchId, cells: &[Cell]) -> Result<Batch> {
         let text = id.to_string();
         let (created, now) = (id.created_ms().to_string(), now_ms().to_string());
         let groups = self.by_shard(cells.iter());
         let replies: Vec<Vec<Vec<u8>>> = try_join_all(groups.iter().map(|(shard, group)| {
-            let mut keys =
-                vec![self.layout.claim(*shard, &text), self.layout.claims(*shard), self.layout.dirty(*shard)];
+            let mut keys = vec![
+                self.layout.claim(*shard, &text),
+                self.layout.claims(*shard),
+                self.layout.dirty(*shard),
+                self.layout.named(*shard),
+            ];
             let mut args = vec![text.clone(), created.clone(), now.clone()];
             for cell in group {
                 keys.push(self.layout.key_of(cell));

@@ -10,6 +10,7 @@
 //! | `{P<n>}v:<key>`             | string | a counter: four big-endian i64 (see below) |
 //! | `{P<n>}s:<key>`             | hash   | per time slice `t:<precision>:<start>` and `f:<precision>:<start>` |
 //! | `{P<n>}dirty`               | zset   | cells with a pending delta, scored by when they became dirty (ms) |
+//! | `{P<n>}named`               | zset   | the counters of `dirty` as `<namespace>/<name>` (the default namespace's too), all scored 0: by name, for listings (`ZRANGEBYLEX`) |
 //! | `{P<n>}live`                | zset   | counters some process may add to with a bare `BITFIELD`, scored by when that lease began (server ms) |
 //! | `{P<n>}claims`              | zset   | batch ids with a claim part in this shard, scored by creation (ms) |
 //! | `{P<n>}claim:<batch id>`    | hash   | the part: cell → old and new flushed mark (a counter: two big-endian i64, 16 bytes; a slice: `"<old> <new>"` in decimal); or `~void` (a tombstone) |
@@ -112,6 +113,11 @@ impl Layout {
         self.key_in(shard, "dirty", "")
     }
 
+    /// A shard's dirty counters by name (the counters of its dirty set).
+    pub(crate) fn named(&self, shard: usize) -> String {
+        self.key_in(shard, "named", "")
+    }
+
     /// A shard's set of leased counters.
     pub(crate) fn live(&self, shard: usize) -> String {
         self.key_in(shard, "live", "")
@@ -163,6 +169,34 @@ pub(crate) fn member(cell: &Cell) -> String {
     }
 }
 
+/// The bounds of a `ZRANGEBYLEX` over a named set for the counters of
+/// `namespace` whose names start with `prefix` (UTF-8 never holds the byte
+/// 0xff, so `(<ns>/<prefix>\xff` is past every such name), or `None` if
+/// no key can be in `namespace`.
+pub(crate) fn named_range(namespace: &str, prefix: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    if namespace.contains('/') {
+        return None;
+    }
+    let bound = |open: u8| {
+        let mut bound = Vec::with_capacity(namespace.len() + prefix.len() + 3);
+        bound.push(open);
+        bound.extend_from_slice(namespace.as_bytes());
+        bound.push(b'/');
+        bound.extend_from_slice(prefix.as_bytes());
+        bound
+    };
+    let mut end = bound(b'(');
+    end.push(0xff);
+    Some((bound(b'['), end))
+}
+
+/// Reads a counter back from its member in a named set (`<ns>/<name>`).
+pub(crate) fn parse_named(text: &str) -> Result<Key> {
+    let bad = || Error::new(ErrorKind::Permanent, format!("the Redis cache holds a name it cannot read: {text:?}"));
+    let (namespace, name) = text.split_once('/').ok_or_else(bad)?;
+    Key::stored(namespace, name).map_err(|_| bad())
+}
+
 /// Reads a cell back from its [`member`] name.
 pub(crate) fn parse_member(text: &str) -> Result<Cell> {
     let bad = || Error::new(ErrorKind::Permanent, format!("the Redis cache holds a cell it cannot read: {text:?}"));
@@ -195,6 +229,11 @@ mod tests {
         for cell in cells {
             assert_eq!(parse_member(&member(&cell)).unwrap(), cell);
         }
+        assert_eq!(parse_named("ns/a/b").unwrap(), Key::new("ns", "a/b").unwrap());
+        assert_eq!(parse_named("/plain").unwrap(), Key::named("plain").unwrap());
+        assert!(parse_named("plain").is_err());
+        assert_eq!(named_range("ns", "p").unwrap(), (b"[ns/p".to_vec(), b"(ns/p\xff".to_vec()));
+        assert!(named_range("a/b", "").is_none());
         assert_eq!(parse_member("x:1").unwrap_err().kind(), ErrorKind::Permanent);
         assert!(parse_member("s:0:1:k").is_err());
     }

@@ -76,6 +76,26 @@ local function ms_of(b)
   for i = 1, 8 do n = n * 256 + string.byte(b, i) end
   return n
 end
+-- a counter's member in the named set: `<namespace>/<name>`, the default
+-- namespace's too (its display form may lack the slash), so that one
+-- namespace's names share one prefix
+local function named_member(member)
+  local key = string.sub(member, 3)
+  if string.find(key, '/', 1, true) then return key end
+  return '/' .. key
+end
+-- marks a cell dirty since `score` unless it is already; a counter also
+-- enters the shard's named set. Returns 1 if it was clean.
+local function mark(dirty, named, score, member)
+  if redis.call('ZADD', dirty, 'NX', score, member) == 0 then return 0 end
+  if string.sub(member, 1, 2) == 'c:' then redis.call('ZADD', named, 0, named_member(member)) end
+  return 1
+end
+-- a cell is clean: it leaves both indexes
+local function unmark(dirty, named, member)
+  redis.call('ZREM', dirty, member)
+  if string.sub(member, 1, 2) == 'c:' then redis.call('ZREM', named, named_member(member)) end
+end
 local function server_ms()
   local t = redis.call('TIME')
   return string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
@@ -83,7 +103,7 @@ end
 "#;
 
 /// `register`: the first increment of a lease. KEYS = counter string,
-/// dirty set, live set; ARGV = delta, now, member. Adds like the bare
+/// dirty set, live set, named set; ARGV = delta, now, member. Adds like the bare
 /// `BITFIELD` and records the lease (server time) in the live set.
 /// Returns `{'missing'}` (nothing changed), `{'overflow'}` or
 /// `{'ok', total and mark (16 bytes)}`.
@@ -92,7 +112,7 @@ if not fields(KEYS[1]) then return {'missing'} end
 local r = redis.call('BITFIELD', KEYS[1], 'OVERFLOW', 'FAIL', 'INCRBY', 'i64', '#1', ARGV[1])
 if not r[1] then return {'overflow'} end
 redis.call('ZADD', KEYS[3], 'GT', server_ms(), ARGV[3])
-if ARGV[1] ~= '0' then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[3]) end
+if ARGV[1] ~= '0' then mark(KEYS[2], KEYS[4], ARGV[2], ARGV[3]) end
 return {'ok', redis.call('GETRANGE', KEYS[1], 8, 23)}
 "#;
 
@@ -109,7 +129,7 @@ if redis.call('GETRANGE', KEYS[1], 0, 31):find('[^%z]') == nil then redis.call('
 return {'undone'}
 "#;
 
-/// `load`: KEYS = counter string, dirty set, live set; ARGV = total,
+/// `load`: KEYS = counter string, dirty set, live set, named set; ARGV = total,
 /// flushed mark, now, member, whether the new counter starts dirty ('1').
 /// A loaded counter is left alone. A lost one's string (what was counted
 /// since the loss) is folded onto the total. Returns `{'ok', total}` (8
@@ -128,17 +148,17 @@ else
 end
 redis.call('BITFIELD', KEYS[1], 'SET', 'i64', '#0', '1', 'SET', 'i64', '#2', ARGV[2], 'SET', 'i64', '#3', ARGV[3])
 redis.call('ZADD', KEYS[3], 'GT', server_ms(), ARGV[4])
-if dirty then redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[4]) end
+if dirty then mark(KEYS[2], KEYS[4], ARGV[3], ARGV[4]) end
 return {'ok', redis.call('GETRANGE', KEYS[1], 8, 15)}
 "#;
 
-/// `set`: KEYS = counter string, dirty set; ARGV = total (8 bytes), now,
+/// `set`: KEYS = counter string, dirty set, named set; ARGV = total (8 bytes), now,
 /// member. Returns `{'missing'}` or `{'ok', previous total (8 bytes)}`.
 const SET: &str = r#"
 local t = fields(KEYS[1])
 if not t then return {'missing'} end
 redis.call('SETRANGE', KEYS[1], 8, ARGV[1])
-if t ~= ARGV[1] then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[3]) end
+if t ~= ARGV[1] then mark(KEYS[2], KEYS[3], ARGV[2], ARGV[3]) end
 return {'ok', t}
 "#;
 
@@ -163,7 +183,7 @@ return {'ok'}
 /// every leased counter with a pending delta (scored by when it was last
 /// clean), and ends the leases older than the lease length (of a counter
 /// it cannot read, ten lease lengths). KEYS = live
-/// set, dirty set; ARGV = ZSCAN cursor, count, lease (ms), the shard's
+/// set, dirty set, named set; ARGV = ZSCAN cursor, count, lease (ms), the shard's
 /// counter string prefix. Returns `{next cursor, cells indexed}`.
 const SWEEP: &str = r#"
 local now = tonumber(server_ms())
@@ -174,7 +194,7 @@ for i = 1, #items, 2 do
   local member = items[i]
   local t, f, clean = fields(ARGV[4] .. string.sub(member, 3))
   if t and t ~= f then
-    if redis.call('ZADD', KEYS[2], 'NX', ms_of(clean) or now, member) == 1 then indexed = indexed + 1 end
+    indexed = indexed + mark(KEYS[2], KEYS[3], ms_of(clean) or now, member)
   end
   -- A counter it could not read (lost, or in a Cluster being migrated: a
   -- script reads keys it did not declare on this node only) keeps its
@@ -186,7 +206,7 @@ return {r[1], tostring(indexed)}
 "#;
 
 /// `index`: the counters of one shard this process added to with bare
-/// adds since its last sweep. KEYS = dirty set; ARGV = the shard's counter
+/// adds since its last sweep. KEYS = dirty set, named set; ARGV = the shard's counter
 /// string prefix, now, then members. Indexes those with a pending delta
 /// (scored by when they were last clean). Returns how many it indexed.
 const INDEX: &str = r#"
@@ -194,7 +214,7 @@ local indexed = 0
 for i = 3, #ARGV do
   local t, f, clean = fields(ARGV[1] .. string.sub(ARGV[i], 3))
   if t and t ~= f then
-    if redis.call('ZADD', KEYS[1], 'NX', ms_of(clean) or tonumber(ARGV[2]), ARGV[i]) == 1 then indexed = indexed + 1 end
+    indexed = indexed + mark(KEYS[1], KEYS[2], ms_of(clean) or tonumber(ARGV[2]), ARGV[i])
   end
 end
 return indexed
@@ -224,7 +244,7 @@ return {'ok'}
 "#;
 
 /// `claim`, one shard's part: KEYS = part record, claims index, dirty set,
-/// then one key per cell (a counter's string, a slice's hash); ARGV = batch
+/// named set, then one key per cell (a counter's string, a slice's hash); ARGV = batch
 /// id, its creation (ms), now, then per cell its field suffix (empty for a
 /// counter) and member. A part already recorded under this id (a
 /// tombstone left by a recovering flusher) refuses the claim.
@@ -239,8 +259,8 @@ local function record(member, old, new)
   table.insert(out, old)
   table.insert(out, new)
 end
-for i = 1, #KEYS - 3 do
-  local h, sfx, member = KEYS[i + 3], ARGV[2 + 2 * i], ARGV[3 + 2 * i]
+for i = 1, #KEYS - 4 do
+  local h, sfx, member = KEYS[i + 4], ARGV[2 + 2 * i], ARGV[3 + 2 * i]
   local clean = true
   if sfx == '' then
     local t, f = fields(h)
@@ -277,9 +297,10 @@ for i = 1, #KEYS - 3 do
     if clean and t and f then redis.call('HDEL', h, tf, ff) end
   end
   if clean then
-    redis.call('ZREM', KEYS[3], member)
+    unmark(KEYS[3], KEYS[4], member)
   else
     redis.call('ZADD', KEYS[3], ARGV[3], member)
+    if sfx == '' then redis.call('ZADD', KEYS[4], 0, named_member(member)) end
   end
 end
 if #rec > 0 then
@@ -312,10 +333,10 @@ return 1
 "#;
 
 /// Forgets a counter and its slices. KEYS = counter string, slice hash,
-/// dirty set, live set; ARGV = the counter's member, its display form.
+/// dirty set, live set, named set; ARGV = the counter's member, its display form.
 const REMOVE: &str = r#"
 redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
+unmark(KEYS[3], KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 for _, f in ipairs(redis.call('HKEYS', KEYS[2])) do
   if string.sub(f, 1, 2) == 't:' then
@@ -358,7 +379,7 @@ impl Scripts {
             claim: Script::new(&format!("{LIMBS}{VALUE}{CLAIM}")),
             freeze: Script::new(FREEZE),
             ack: Script::new(ACK),
-            remove: Script::new(REMOVE),
+            remove: on_values(REMOVE),
         }
     }
 }

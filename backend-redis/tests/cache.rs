@@ -355,3 +355,65 @@ async fn bare_adds_on_a_lost_counter_never_make_a_wrong_total() {
     assert_eq!(cache.load(&k, 200, 0).await.unwrap(), 200, "the reload sees nothing the lost string took");
     assert_eq!(applied(&cache, &k, 1).await, (201, 1));
 }
+
+/// The members of a one-shard cache's named set, and the counters of its
+/// dirty set in the named set's form (`<namespace>/<name>`).
+async fn named_and_dirty_counters(url: &str, prefix: &str) -> (Vec<String>, Vec<String>) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let named: Vec<String> =
+        redis::cmd("ZRANGE").arg(format!("{{{prefix}0}}named")).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    let dirty: Vec<String> =
+        redis::cmd("ZRANGE").arg(format!("{{{prefix}0}}dirty")).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    let mut counters: Vec<String> = dirty
+        .iter()
+        .filter_map(|m| m.strip_prefix("c:"))
+        .map(|k| if k.contains('/') { k.to_string() } else { format!("/{k}") })
+        .collect();
+    counters.sort();
+    (named, counters)
+}
+
+#[tokio::test]
+async fn the_named_set_holds_exactly_the_dirty_counters() {
+    let Some(url) = service_url(STANDALONE) else { return };
+    let prefix = random_prefix();
+    let cache = cache_at(&url, &prefix, Some(1)).await;
+    let agree = || async {
+        let (named, dirty) = named_and_dirty_counters(&url, &prefix).await;
+        assert_eq!(named, dirty, "the named set is the dirty set's counters");
+        named.len()
+    };
+    let (a, b, wide, plain) = (key("a"), key("b"), key("wide"), Key::named("plain").unwrap());
+    for k in [&a, &b, &plain] {
+        cache.load(k, 0, 0).await.unwrap();
+        applied(&cache, k, 1).await;
+    }
+    cache.load(&wide, i64::MIN, 0).await.unwrap();
+    cache.set(&wide, i64::MAX).await.unwrap();
+    let p = Precision::from_secs(5).unwrap();
+    cache.incr_slices(&[SliceId { key: a.clone(), precision: p, start: 10 }], 1).await.unwrap();
+    cache.sweep(true).await.unwrap();
+    assert_eq!(agree().await, 4, "three counters and a wide one; no slice");
+    let listed: Vec<Key> =
+        cache.dirty_counters("", "", 10).await.unwrap().into_iter().map(|d| d.cell.key().clone()).collect();
+    assert_eq!(listed, [plain.clone()], "the default namespace alone");
+
+    // A claim of a pending delta beyond i64 leaves the rest dirty, named.
+    let cells = [Cell::Counter(a.clone()), Cell::Counter(wide.clone())];
+    let id = BatchId::new();
+    cache.claim(id, &cells).await.unwrap();
+    cache.ack(id).await.unwrap();
+    assert_eq!(agree().await, 3, "a is clean; wide still has a part");
+    cache.remove(&b).await.unwrap();
+    assert_eq!(agree().await, 2);
+    for _ in 0..2 {
+        let id = BatchId::new();
+        cache.claim(id, &[Cell::Counter(wide.clone()), Cell::Counter(plain.clone())]).await.unwrap();
+        cache.ack(id).await.unwrap();
+    }
+    assert_eq!(agree().await, 0, "all claimed");
+    applied(&cache, &a, 1).await;
+    cache.sweep(false).await.unwrap();
+    assert_eq!(agree().await, 1, "dirty again after its lease's bare add, once swept");
+}

@@ -19,6 +19,7 @@ pub use crate::convergence::*;
 pub use crate::delivery::*;
 pub use crate::hostile::*;
 pub use crate::leases::*;
+pub use crate::listing::*;
 pub use crate::refusals::*;
 
 /// Runs `call` until it succeeds or fails other than transiently, at most

@@ -24,6 +24,7 @@ pub mod faults;
 pub mod harness;
 pub mod hostile;
 pub mod leases;
+pub mod listing;
 pub mod model;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -88,6 +89,7 @@ macro_rules! conformance_suite {
             counters_idle_beyond_a_lease_still_flush,
             cold_counters_load_in_few_reads,
             cold_counters_refused_together_while_the_store_is_down,
+            dirty_counters_list_one_namespace_by_name,
         );
     };
 }
