@@ -6,9 +6,10 @@
 //!
 //! - criterion benches of the hot paths (`benches/`);
 //! - `counters-load`, a load generator that drives any cache x store
-//!   combination ([`run`]), and two scenarios: bytes per counter in the
-//!   in-process cache ([`memory_size`]) and flush cost against the number
-//!   of idle counters ([`flush_scale`]).
+//!   combination ([`run`]), and three scenarios: bytes per counter in the
+//!   in-process cache ([`memory_size`]), flush cost against the number
+//!   of idle counters ([`flush_scale`]) and listing cost against the dirty
+//!   counters of other namespaces ([`list_scale`]).
 //!
 //! See the crate's README for the commands and `BENCHMARKS.md` at the
 //! workspace root for the method and the latest figures.
@@ -19,6 +20,7 @@ pub mod counting_store;
 pub mod driver;
 pub mod flush_scale;
 pub mod latency;
+pub mod list_scale;
 pub mod machine;
 pub mod memcache_raw;
 pub mod memory_size;

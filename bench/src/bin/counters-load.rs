@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use counters_bench::run::{Baseline, RunOptions};
 use counters_bench::workload::{DeltaMix, Distribution};
-use counters_bench::{flush_scale, memory_size, run};
+use counters_bench::{flush_scale, list_scale, memory_size, run};
 
 /// Load generator and scenarios for the counters library.
 #[derive(Debug, Parser)]
@@ -52,6 +52,21 @@ enum Command {
         /// Store URL (default: an SQLite file in a temporary directory).
         #[arg(long)]
         store: Option<String>,
+    },
+    /// Listing time of one namespace beside many dirty counters elsewhere.
+    ListScale {
+        /// Cache URL (a shared cache gets a prefix of the run's own).
+        #[arg(long, default_value = "memory://")]
+        cache: String,
+        /// Dirty counters in another namespace, comma-separated sizes.
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000, 1_000_000])]
+        noise: Vec<usize>,
+        /// Dirty counters in the namespace listed.
+        #[arg(long, default_value_t = 1_000)]
+        shown: usize,
+        /// Counters per listing (the admin page's default is 100).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
@@ -176,6 +191,10 @@ async fn main_async(cli: Cli, workers: usize) -> Result<(), String> {
         Command::FlushScale { idle, dirty, store } => {
             let rows = flush_scale::measure(idle, *dirty, store.as_deref()).await?;
             print(&cli, &rows, || flush_scale::table(&rows))?;
+        }
+        Command::ListScale { cache, noise, shown, limit } => {
+            let rows = list_scale::measure(cache, noise, *shown, *limit).await?;
+            print(&cli, &rows, || list_scale::table(&rows))?;
         }
     }
     Ok(())
