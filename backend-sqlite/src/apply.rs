@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use counter_core::{ApplyOutcome, Batch, BatchEntry, BatchId, Cell, Error, ErrorKind, Key, Result, now_ms};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use crate::errors::{Context, from_sqlite};
 
@@ -13,14 +13,19 @@ const REMEMBER: &str = "INSERT INTO applied_batches (id, applied_ms) VALUES (?1,
 /// A split marker: the right half of a batch records the marker its left
 /// half recorded already, so a marker may be there.
 const REMEMBER_SPLIT: &str = "INSERT INTO applied_batches (id, applied_ms) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING";
-const COUNTER_VALUE: &str = "SELECT value FROM counters WHERE namespace = ?1 AND name = ?2";
-const COUNTER_SET: &str = "INSERT INTO counters (namespace, name, value) VALUES (?1, ?2, ?3) \
-     ON CONFLICT (namespace, name) DO UPDATE SET value = excluded.value";
-const SLICE_VALUE: &str = "SELECT count FROM slices \
-     WHERE namespace = ?1 AND name = ?2 AND precision = ?3 AND start = ?4";
-const SLICE_SET: &str = "INSERT INTO slices (namespace, name, precision, start, count) \
+/// Adds a delta in one statement. SQLite turns an integer sum that
+/// overflows into a REAL (which a STRICT column could even take back as a
+/// wrong integer, `i64::MIN - 1` rounding to `i64::MIN`), so the sum is kept
+/// only while it is still an integer: an overflow sets NULL, which the
+/// column's NOT NULL refuses, and the batch rolls back.
+const COUNTER_ADD: &str = "INSERT INTO counters (namespace, name, value) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (namespace, name) DO UPDATE SET value = \
+     CASE WHEN typeof(value + excluded.value) = 'integer' THEN value + excluded.value END";
+/// [`COUNTER_ADD`] for a time slice.
+const SLICE_ADD: &str = "INSERT INTO slices (namespace, name, precision, start, count) \
      VALUES (?1, ?2, ?3, ?4, ?5) \
-     ON CONFLICT (namespace, name, precision, start) DO UPDATE SET count = excluded.count";
+     ON CONFLICT (namespace, name, precision, start) DO UPDATE SET count = \
+     CASE WHEN typeof(count + excluded.count) = 'integer' THEN count + excluded.count END";
 const FORGET: &str = "DELETE FROM applied_batches WHERE applied_ms < ?1";
 
 /// The 16 bytes a batch identity is kept as: big-endian, so that the blob
@@ -42,10 +47,10 @@ fn recorded(tx: &Transaction<'_>, id: BatchId, what: &str) -> Result<bool> {
 /// every delta plus its identity and the split marker of every batch of its
 /// lineage.
 ///
-/// Each new value is computed in Rust with `checked_add` from the value read
-/// under the write lock, so an overflow fails the whole batch (the
-/// transaction is rolled back) instead of SQLite turning the sum into a REAL.
-/// Any error rolls the transaction back: nothing is half-applied.
+/// Each delta is one upsert that adds in SQL and refuses a sum beyond i64
+/// (see [`COUNTER_ADD`]), so an overflow fails the whole batch (the
+/// transaction is rolled back) instead of SQLite turning the sum into a
+/// REAL. Any error rolls the transaction back: nothing is half-applied.
 pub(crate) fn apply(conn: &mut Connection, batch: &Batch) -> Result<ApplyOutcome> {
     let what = |doing: &str| format!("{doing} batch {}", batch.id);
     let tx = conn
@@ -66,33 +71,21 @@ pub(crate) fn apply(conn: &mut Connection, batch: &Batch) -> Result<ApplyOutcome
     entries.sort_unstable_by(|a, b| a.cell.cmp(&b.cell));
     for entry in entries {
         let key = entry.cell.key();
-        let failed = |e| from_sqlite(&what("applying"), e).with_key(key);
+        let failed = |e| added(&what("applying"), e, &entry.cell, key);
         match &entry.cell {
-            Cell::Counter(_) => {
-                let old: Option<i64> = tx
-                    .prepare_cached(COUNTER_VALUE)
-                    .and_then(|mut s| s.query_row(params![key.namespace(), key.name()], |r| r.get(0)).optional())
-                    .map_err(failed)?;
-                let new = add(old, entry.delta, &entry.cell, key)?;
-                tx.prepare_cached(COUNTER_SET)
-                    .and_then(|mut s| s.execute(params![key.namespace(), key.name(), new]))
-                    .map_err(failed)?;
-            }
+            Cell::Counter(_) => tx
+                .prepare_cached(COUNTER_ADD)
+                .and_then(|mut s| s.execute(params![key.namespace(), key.name(), entry.delta]))
+                .map_err(failed)?,
             Cell::Slice(slice) => {
                 let precision = i64::from(slice.precision.secs());
-                let old: Option<i64> = tx
-                    .prepare_cached(SLICE_VALUE)
+                tx.prepare_cached(SLICE_ADD)
                     .and_then(|mut s| {
-                        s.query_row(params![key.namespace(), key.name(), precision, slice.start], |r| r.get(0))
-                            .optional()
+                        s.execute(params![key.namespace(), key.name(), precision, slice.start, entry.delta])
                     })
-                    .map_err(failed)?;
-                let new = add(old, entry.delta, &entry.cell, key)?;
-                tx.prepare_cached(SLICE_SET)
-                    .and_then(|mut s| s.execute(params![key.namespace(), key.name(), precision, slice.start, new]))
-                    .map_err(failed)?;
+                    .map_err(failed)?
             }
-        }
+        };
     }
     let now = now_ms() as i64;
     tx.prepare_cached(REMEMBER)
@@ -107,14 +100,19 @@ pub(crate) fn apply(conn: &mut Connection, batch: &Batch) -> Result<ApplyOutcome
     Ok(ApplyOutcome::Applied)
 }
 
-fn add(old: Option<i64>, delta: i64, cell: &Cell, key: &Key) -> Result<i64> {
-    old.unwrap_or(0).checked_add(delta).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Overflow,
-            format!("applying the batch would take {cell} out of the i64 range; nothing was applied"),
-        )
-        .with_key(key)
-    })
+/// The error of an upsert of `cell`'s delta: an overflow when the sum was
+/// refused (NULL into a NOT NULL column, see [`COUNTER_ADD`]).
+fn added(what: &str, e: rusqlite::Error, cell: &Cell, key: &Key) -> Error {
+    let overflowed = matches!(&e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_NOTNULL);
+    if !overflowed {
+        return from_sqlite(what, e).with_key(key);
+    }
+    Error::new(
+        ErrorKind::Overflow,
+        format!("applying the batch would take {cell} out of the i64 range; nothing was applied"),
+    )
+    .with_key(key)
 }
 
 /// Forgets identities of batches applied more than `retention` ago.

@@ -39,16 +39,19 @@ pub const NAMESPACE_SEPARATOR: char = '/';
 ///
 /// Namespace and name share one immutable allocation, so a clone (the
 /// flush path makes several per counter: the dirty index, the claim, the
-/// batch) is a reference count, not a copy. Keys order by namespace, then
-/// name.
+/// batch) is a reference count, not a copy, and a key is one pointer and a
+/// length (16 bytes), which keeps the in-process cache's map small. Keys
+/// order by namespace, then name.
 #[derive(Clone)]
 pub struct Key {
-    /// The namespace, then the name.
+    /// The namespace, a NUL, then the name. Neither may contain a NUL (a
+    /// control character), so the first one splits them, and the text
+    /// orders as (namespace, name) does: NUL sorts before every other byte.
     text: Arc<str>,
-    /// Bytes of the namespace at the start of `text` (at most
-    /// [`MAX_NAMESPACE_BYTES`]).
-    split: u16,
 }
+
+/// What separates the namespace from the name inside a key.
+const SPLIT: char = '\0';
 
 impl Key {
     /// A key in `namespace`.
@@ -90,11 +93,16 @@ impl Key {
 
     /// The key of a checked namespace and name.
     fn joined(namespace: &str, name: &str) -> Key {
-        let mut text = String::with_capacity(namespace.len() + name.len());
+        let mut text = String::with_capacity(namespace.len() + 1 + name.len());
         text.push_str(namespace);
+        text.push(SPLIT);
         text.push_str(name);
-        // Checked: a namespace is at most MAX_NAMESPACE_BYTES.
-        Key { text: text.into(), split: namespace.len() as u16 }
+        Key { text: text.into() }
+    }
+
+    /// Bytes of the namespace at the start of the text.
+    fn split(&self) -> usize {
+        self.text.find(SPLIT).expect("every key holds the split")
     }
 
     /// The smallest key of `namespace` whose name starts with `prefix` (the
@@ -120,12 +128,12 @@ impl Key {
 
     /// The namespace (empty for the default namespace).
     pub fn namespace(&self) -> &str {
-        &self.text[..usize::from(self.split)]
+        &self.text[..self.split()]
     }
 
     /// The name.
     pub fn name(&self) -> &str {
-        &self.text[usize::from(self.split)..]
+        &self.text[self.split() + 1..]
     }
 
     /// The ancestors of this key in the name hierarchy, nearest first:
@@ -140,7 +148,7 @@ impl Key {
 
     /// Bytes of namespace and name together (for memory accounting).
     pub fn len_bytes(&self) -> usize {
-        self.text.len()
+        self.text.len() - SPLIT.len_utf8()
     }
 
     /// Checks `namespace` by the rules of a key's namespace (at most
@@ -317,7 +325,7 @@ impl fmt::Display for Key {
 
 impl PartialEq for Key {
     fn eq(&self, other: &Key) -> bool {
-        self.split == other.split && (Arc::ptr_eq(&self.text, &other.text) || self.text == other.text)
+        Arc::ptr_eq(&self.text, &other.text) || self.text == other.text
     }
 }
 
@@ -325,7 +333,6 @@ impl Eq for Key {}
 
 impl Hash for Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.split.hash(state);
         self.text.hash(state);
     }
 }
@@ -338,7 +345,8 @@ impl PartialOrd for Key {
 
 impl Ord for Key {
     fn cmp(&self, other: &Key) -> Ordering {
-        (self.namespace(), self.name()).cmp(&(other.namespace(), other.name()))
+        // The text orders as (namespace, name): see `text`.
+        self.text.cmp(&other.text)
     }
 }
 
@@ -550,7 +558,28 @@ mod tests {
         #[test]
         fn valid_keys_round_trip_through_display(ns in "[^/\\p{Cc}\\p{Cf}\\p{Zl}\\p{Zp}]{0,20}", name in "[^\\p{Cc}\\p{Cf}\\p{Zl}\\p{Zp}]{1,40}") {
             let key = Key::new(&ns, &name).unwrap();
+            prop_assert_eq!(key.namespace(), ns.as_str());
+            prop_assert_eq!(key.name(), name.as_str());
+            prop_assert_eq!(key.len_bytes(), ns.len() + name.len());
             prop_assert_eq!(Key::parse(&key.to_string()).unwrap(), key);
         }
+
+        #[test]
+        fn keys_order_by_namespace_then_name(
+            a in ("[!-.0-~]{0,4}", "[ -~]{1,4}"),
+            b in ("[!-.0-~]{0,4}", "[ -~]{1,4}"),
+        ) {
+            let (ka, kb) = (Key::new(&a.0, &a.1).unwrap(), Key::new(&b.0, &b.1).unwrap());
+            prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            prop_assert_eq!(ka == kb, a == b);
+        }
+    }
+
+    #[test]
+    fn a_key_is_a_pointer_and_a_length() {
+        assert_eq!(std::mem::size_of::<Key>(), 16);
+        // A namespace that sorts after another one's prefix: "a" < "a!".
+        assert!(Key::new("a", "z").unwrap() < Key::new("a!", "a").unwrap());
+        assert!(Key::named("z").unwrap() < Key::new("a", "a").unwrap());
     }
 }
