@@ -82,6 +82,10 @@ if [ -n "${COUNTERS_TEST_MEMCACHE_URL:-}" ]; then
 fi
 run memory-per-counter memory --counters 1000000
 run flush-scale flush-scale --idle 10000,100000,1000000 --dirty 1000
+# Listing one namespace (what the admin page polls) beside 1k and 1M dirty
+# counters elsewhere, with the full scan listings used to make beside it.
+run list-scale-memory list-scale --noise 1000,1000000
+run list-scale-redis list-scale --cache "$COUNTERS_TEST_REDIS_URL" --noise 1000,1000000
 
 echo "== criterion (quick)" | tee -a "$tables"
 cargo bench -p counters-bench --bench hot_paths -- --quick 2>&1 | grep -E "^[a-z_]+/|time:|thrpt:" | tee -a "$tables"
