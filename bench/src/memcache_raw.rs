@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 
 use crate::driver::LoadOutcome;
 use crate::latency::LatencyRecorder;
+use crate::server_work::CommandStats;
 use crate::workload::TaskSequence;
 
 /// Commands per pipeline.
@@ -40,6 +41,26 @@ pub async fn prepare(address: &str, keys: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The server's `stats` (see [`CommandStats::add_memcached_stats`]).
+pub async fn read_stats(address: &str) -> Result<CommandStats, String> {
+    let stream =
+        TcpStream::connect(address).await.map_err(|e| format!("cannot connect to memcached at {address}: {e}"))?;
+    let mut stream = BufReader::new(stream);
+    stream.get_mut().write_all(b"stats\r\n").await.map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    loop {
+        let line = read_line(&mut stream).await?;
+        if line == "END" {
+            break;
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let mut stats = CommandStats::default();
+    stats.add_memcached_stats(&text);
+    Ok(stats)
 }
 
 async fn read_line(stream: &mut BufReader<TcpStream>) -> Result<String, String> {

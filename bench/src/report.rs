@@ -153,7 +153,7 @@ pub struct Phase {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows_per_sec: Option<f64>,
     /// What the cache server did, by its own accounting (Redis `INFO
-    /// commandstats`), flushes included.
+    /// commandstats`, memcached `stats`), flushes included.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerWork>,
 }
@@ -315,12 +315,17 @@ impl RunReport {
             if let Some(server) = &phase.server {
                 let calls: Vec<String> =
                     server.calls.iter().map(|(name, n)| format!("{name} {}", si(*n as f64))).collect();
+                // memcached keeps no time per command.
+                let in_commands = if server.usec_per_increment > 0.0 {
+                    format!(" {:.2} µs in commands,", server.usec_per_increment)
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     out,
-                    "server, {}: {:.2} commands, {:.2} µs in commands, {:.2} µs of CPU per increment ({})",
+                    "server, {}: {:.2} commands,{in_commands} {:.2} µs of CPU per increment ({})",
                     phase.name,
                     server.commands_per_increment,
-                    server.usec_per_increment,
                     server.cpu_usec_per_increment,
                     calls.join(", ")
                 );

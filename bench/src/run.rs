@@ -153,12 +153,15 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, String> {
         }
         #[cfg(feature = "memcache")]
         OpenedCache::Memcache(cache) => {
-            if options.combining {
+            let address = memcache_raw::address_of(&options.cache).unwrap_or_default();
+            let before = memcache_raw::read_stats(&address).await;
+            let phase = if options.combining {
                 let combining = counters::combining::CombiningCache::start(cache, combining_options(options));
                 library_phase(combining, store, &names, spec, options).await?
             } else {
                 library_phase(cache, store, &names, spec, options).await?
-            }
+            };
+            with_memcached_work(phase, &address, before).await
         }
     };
 
@@ -427,12 +430,26 @@ async fn memcache_raw_phase(cache: &str, id: &str, options: &RunOptions) -> Resu
     memcache_raw::prepare(&address, &names).await?;
     progress.message(format!("pipelines of {} incr", memcache_raw::PIPELINE));
     let sequences = task_sequences(options.tasks, options.keys, options.distribution, &options.deltas);
+    let before = memcache_raw::read_stats(&address).await;
     let outcome = memcache_raw::run(&address, &names, sequences, options.duration).await;
     progress.finish();
-    Ok(Phase::from_load(
+    let phase = Phase::from_load(
         format!("baseline: memcached raw incr -P {} (latency/pipeline)", memcache_raw::PIPELINE),
         &outcome,
-    ))
+    );
+    Ok(with_memcached_work(phase, &address, before).await)
+}
+
+/// Adds what the memcached server did since `before` to a phase.
+async fn with_memcached_work(
+    mut phase: Phase,
+    address: &str,
+    before: Result<crate::server_work::CommandStats, String>,
+) -> Phase {
+    if let (Ok(before), Ok(after)) = (before, memcache_raw::read_stats(address).await) {
+        phase.server = Some(crate::server_work::ServerWork::of(after.since(&before), phase.increments));
+    }
+    phase
 }
 
 /// The library's figures over each baseline's.

@@ -1,6 +1,7 @@
 //! What a cache server did during a phase, by its own accounting (Redis
-//! `INFO commandstats` and `INFO cpu`): commands, microseconds in commands
-//! and microseconds of server CPU per increment.
+//! `INFO commandstats` and `INFO cpu`; memcached `stats`): commands,
+//! microseconds in commands (Redis only) and microseconds of server CPU per
+//! increment.
 
 use std::collections::BTreeMap;
 
@@ -50,6 +51,35 @@ impl CommandStats {
             if name == "used_cpu_sys" || name == "used_cpu_user" {
                 self.cpu_usec += (seconds.parse::<f64>().unwrap_or(0.0) * 1e6).round() as u64;
             }
+        }
+    }
+
+    /// Reads the lines of a memcached `stats` reply (`STAT <name> <value>`):
+    /// its commands by kind, whichever protocol sent them (a meta `mg`
+    /// counts as a get, `ms` as a set, `ma` as an incr or decr, `md` as a
+    /// delete), and its CPU (`rusage_user`, `rusage_system`, seconds).
+    /// memcached keeps no time per command.
+    pub fn add_memcached_stats(&mut self, text: &str) {
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            let (Some("STAT"), Some(name), Some(value)) = (words.next(), words.next(), words.next()) else {
+                continue;
+            };
+            let command = match name {
+                "cmd_get" => "get",
+                "cmd_set" => "set",
+                "cmd_touch" => "touch",
+                "cmd_flush" => "flush_all",
+                "incr_hits" | "incr_misses" => "incr",
+                "decr_hits" | "decr_misses" => "decr",
+                "delete_hits" | "delete_misses" => "delete",
+                "rusage_user" | "rusage_system" => {
+                    self.cpu_usec += (value.parse::<f64>().unwrap_or(0.0) * 1e6).round() as u64;
+                    continue;
+                }
+                _ => continue,
+            };
+            *self.calls.entry(command.to_string()).or_default() += value.parse().unwrap_or(0);
         }
     }
 
@@ -107,6 +137,25 @@ impl ServerWork {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memcached_stats_count_commands_by_kind() {
+        let mut before = CommandStats::default();
+        before.add_memcached_stats(
+            "STAT pid 1\r\nSTAT cmd_get 10\r\nSTAT incr_hits 4\r\nSTAT rusage_user 0.5\r\nEND\r\n",
+        );
+        let mut after = CommandStats::default();
+        after.add_memcached_stats(
+            "STAT cmd_get 25\r\nSTAT incr_hits 9\r\nSTAT incr_misses 1\r\nSTAT rusage_user 0.75\r\nSTAT rusage_system 0.25\r\nEND\r\n",
+        );
+        let spent = after.since(&before);
+        assert_eq!(spent.calls.get("get"), Some(&15));
+        assert_eq!(spent.calls.get("incr"), Some(&6));
+        assert_eq!(spent.cpu_usec, 500_000);
+        let work = ServerWork::of(spent, 6);
+        assert_eq!(work.commands, 21);
+        assert!((work.commands_per_increment - 3.5).abs() < 1e-9);
+    }
 
     #[test]
     fn commandstats_lines_add_up_and_subtract() {
