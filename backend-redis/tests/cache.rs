@@ -397,7 +397,7 @@ async fn the_named_set_holds_exactly_the_dirty_counters() {
     assert_eq!(agree().await, 4, "three counters and a wide one; no slice");
     let listed: Vec<Key> =
         cache.dirty_counters("", "", 10).await.unwrap().into_iter().map(|d| d.cell.key().clone()).collect();
-    assert_eq!(listed, [plain.clone()], "the default namespace alone");
+    assert_eq!(listed, std::slice::from_ref(&plain), "the default namespace alone");
 
     // A claim of a pending delta beyond i64 leaves the rest dirty, named.
     let cells = [Cell::Counter(a.clone()), Cell::Counter(wide.clone())];

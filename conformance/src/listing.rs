@@ -62,7 +62,7 @@ pub async fn dirty_counters_list_one_namespace_by_name<C: CacheLayer + ?Sized, S
     c.flush().await.unwrap();
     assert!(b.cache.dirty_counters(ns, "", 100).await.unwrap().is_empty(), "a flush leaves nothing pending");
     assert!(b.cache.dirty_counters("", ns, 100).await.unwrap().is_empty());
-    assert_eq!(b.cache.dirty_since(&[a1.clone()]).await.unwrap(), vec![None]);
+    assert_eq!(b.cache.dirty_since(std::slice::from_ref(&a1)).await.unwrap(), vec![None]);
     let listed = c.list(&ListQuery::new(ns.clone(), "")).await.unwrap();
     assert_eq!(listed, vec![(a1, 11), (a2, -2), (clean, 1), (b2, 5), (cc, 7)]);
     for k in [&other, &plain, &slashed] {
