@@ -8,10 +8,15 @@
 //! - [`conformance_suite!`]: stamps every case for one combination, once
 //!   through the concrete types and once through `dyn`.
 //!
-//! A backend joins the suite with one line in a test file:
+//! - [`matrix`]: every backend, opened fresh per test, and
+//!   [`conformance_matrix!`], which stamps the suite for every cache x
+//!   store pair (`tests/matrix.rs`).
+//!
+//! A backend joins the matrix with a module in [`matrix`] and one word in
+//! `tests/matrix.rs`. A backend of your own runs the suite with one line:
 //!
 //! ```ignore
-//! async fn setup() -> Option<conformance::Backends<MemoryCache, MemoryStore>> { ... }
+//! async fn setup() -> Option<conformance::Backends<MyCache, MemoryStore>> { ... }
 //! conformance::conformance_suite!(setup);
 //! ```
 #![deny(missing_docs)]
@@ -25,6 +30,7 @@ pub mod harness;
 pub mod hostile;
 pub mod leases;
 pub mod listing;
+pub mod matrix;
 pub mod model;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -303,6 +303,9 @@ struct Run<'a, C: CacheLayer + ?Sized, S: DurableStore + ?Sized> {
     /// The cache lost its dirty index since the last settle: a listing may
     /// miss pending counters until a flush finds them again.
     index_lost: bool,
+    /// Counters with a cell in a claim a dead flusher or process left
+    /// (since the last settle): a listing shows them once it is recovered.
+    orphan_keys: HashSet<usize>,
     /// The second cache's handle, straight over the store (no faults).
     other: Counters<MemoryCache, S>,
 }
@@ -417,8 +420,20 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Run<'_, C, S> {
 }
 
 impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Run<'_, C, S> {
+    /// Claims a dead flusher or process left in the cache.
+    fn note_orphans(&mut self, claims: &[Batch]) {
+        for claim in claims {
+            self.orphans.insert(claim.id);
+            for entry in &claim.entries {
+                let i = self.key_index(entry.cell.key());
+                self.orphan_keys.insert(i);
+            }
+        }
+    }
+
     /// A listing shows the model's totals, every counter with one (pending
-    /// or in flight included), and nothing else; and the cache's index of
+    /// or in flight from this handle included; see `orphan_keys`), and
+    /// nothing else; and the cache's index of
     /// dirty counters by name agrees with its index of dirty cells.
     async fn check_list(&self, c: &Handle<C, S>, narrow: bool, top: bool) -> Result<(), TestCaseError> {
         let prefix = if narrow { "a" } else { "" };
@@ -436,7 +451,10 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Run<'_, C, S> {
             }
         }
         for (i, key) in self.keys.iter().enumerate() {
-            let counted = self.model.totals[i] != 0 && !self.unsettled.contains(&i) && !self.index_lost;
+            let counted = self.model.totals[i] != 0
+                && !self.unsettled.contains(&i)
+                && !self.index_lost
+                && !self.orphan_keys.contains(&i);
             if counted && query.matches(key) {
                 prop_assert!(
                     listed.iter().any(|(k, _)| k == key),
@@ -492,6 +510,7 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
         faults: Faults::default(),
         unsettled: HashSet::new(),
         index_lost: false,
+        orphan_keys: HashSet::new(),
         other: other_handle(b),
     };
     let mut c = run.handle();
@@ -632,6 +651,7 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 settled(|| c.converge()).await.map_err(|e| TestCaseError::fail(format!("converge: {e}")))?;
                 run.unsettled.clear();
                 run.index_lost = false;
+                run.orphan_keys.clear();
                 run.check_totals(&c).await?;
             }
             Op::LoseIndex => {
@@ -716,7 +736,8 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                 let in_cache: Vec<Batch> = b.cache.claims(0).await.expect("claims");
                 run.lose_engine(&c, &in_cache);
                 drop(c);
-                run.orphans.extend(b.cache.claims(0).await.expect("claims").into_iter().map(|cl| cl.id));
+                let left = b.cache.claims(0).await.expect("claims");
+                run.note_orphans(&left);
                 c = run.handle();
             }
             Op::ProcessCrash => {
@@ -738,7 +759,7 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                     run.lose_batches(in_cache.iter().filter(|cl| !roots.contains(&cl.id)));
                     b.cache_faults.lose_everything().await.expect("inject");
                 } else {
-                    run.orphans.extend(in_cache.iter().map(|cl| cl.id));
+                    run.note_orphans(&in_cache);
                 }
                 drop(c);
                 c = run.handle();

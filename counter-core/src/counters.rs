@@ -580,13 +580,15 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     }
 
     /// Counters of a namespace by name prefix, by name or top-N by value,
-    /// including counters not flushed yet (pending in the cache, or in a
-    /// batch on its way to the store): every one this process counted,
-    /// and other processes' once the cache indexed them (at once for most
-    /// caches; with the Redis cache, whose increments are bare adds, at the
-    /// other process's next sweep: within half its flush interval, or half
-    /// a lease if it runs no flusher). The totals listed are the cache's
-    /// current ones. A namespace or prefix that breaks
+    /// including counters not flushed yet: every one this process counted
+    /// (pending in the cache, or in a batch of this handle on its way to
+    /// the store), and other processes' once the cache indexed them (at
+    /// once for most caches; with the Redis cache, whose increments are
+    /// bare adds, at the other process's next sweep: within half its flush
+    /// interval, or half a lease if it runs no flusher). A counter whose
+    /// only count is in another process's batch on its way (or in a claim
+    /// of a flusher that died, until it is recovered) shows once that lands.
+    /// The totals listed are the cache's current ones. A namespace or prefix that breaks
     /// the key rules ([`Key::validate_namespace`], [`Key::validate_prefix`])
     /// is an [`InvalidKey`](ErrorKind::InvalidKey) error, not an empty list.
     pub async fn list(&self, query: &ListQuery) -> Result<Vec<(Key, i64)>> {
@@ -608,12 +610,12 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         for dirty in engine.cache.dirty_counters(&query.namespace, &query.prefix, wanted).await? {
             values.entry(dirty.cell.key().clone()).or_insert(0);
         }
-        // And so do deltas on their way to the store: this handle's batches
-        // (held ones among them), and claims of any process the cache
-        // records (few: a claim lives until its batch lands).
-        let in_flight = engine.inflight_batches(false).into_iter().chain(engine.cache.claims(0).await?);
+        // And so do deltas on their way to the store from this handle (held
+        // ones among them). Another process's batches are not looked for:
+        // reading every claim would disturb their makers (a shared cache
+        // freezes a claim it is asked for); they show once they land.
         let mut landing = HashSet::new();
-        for entry in in_flight.flat_map(|batch| batch.entries) {
+        for entry in engine.inflight_batches(false).into_iter().flat_map(|batch| batch.entries) {
             if let Cell::Counter(key) = entry.cell {
                 if query.matches(&key) {
                     values.entry(key.clone()).or_insert(0);
