@@ -179,7 +179,8 @@ pub const fn model_cases(cache: u32, store: u32) -> u32 {
 /// each a module of [`caches`] or [`stores`] (an attribute such as
 /// `#[cfg(feature = "redis")]` before a name applies to its pairs). The
 /// tests of a pair are `<cache>::<store>::concrete::<case>` and
-/// `<cache>::<store>::dyn_dispatch::<case>`.
+/// `<cache>::<store>::dyn_dispatch::<case>`. Invoke it in an integration
+/// test (file stores go under its `CARGO_TARGET_TMPDIR`).
 ///
 /// ```ignore
 /// conformance::conformance_matrix! {
