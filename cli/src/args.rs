@@ -13,11 +13,11 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "counters", version, about, long_about = None)]
 pub struct Args {
-    /// Cache URL: memory://
-    #[arg(long, global = true, env = "COUNTERS_CACHE", default_value = counters::DEFAULT_CACHE_URL)]
+    /// Cache URL (the schemes compiled in: see `cache_help`).
+    #[arg(long, global = true, env = "COUNTERS_CACHE", default_value = counters::DEFAULT_CACHE_URL, help = cache_help())]
     pub cache: String,
-    /// Store URL: sqlite://PATH or memory://
-    #[arg(long, global = true, env = "COUNTERS_STORE", default_value = counters::DEFAULT_STORE_URL)]
+    /// Store URL (the schemes compiled in: see `store_help`).
+    #[arg(long, global = true, env = "COUNTERS_STORE", default_value = counters::DEFAULT_STORE_URL, help = store_help())]
     pub store: String,
     /// Spill journal directory: where the deltas the store does not take at
     /// exit are kept (fsynced) until a later run lands them. Default: next
@@ -30,6 +30,30 @@ pub struct Args {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The help of `--cache`: every cache scheme this build has.
+fn cache_help() -> String {
+    let mut schemes = vec!["memory://"];
+    if cfg!(feature = "redis") {
+        schemes.extend(["redis://HOST:PORT", "redis+cluster://HOST:PORT,HOST:PORT"]);
+    }
+    if cfg!(feature = "memcache") {
+        schemes.push("memcache://HOST:PORT");
+    }
+    format!("Cache URL: {}", schemes.join(", "))
+}
+
+/// The help of `--store`: every store scheme this build has.
+fn store_help() -> String {
+    let mut schemes = vec!["sqlite://PATH", "memory:// (not durable)"];
+    if cfg!(feature = "redis") {
+        schemes.push("redis://HOST:PORT");
+    }
+    if cfg!(feature = "dynamo") {
+        schemes.push("dynamodb://TABLE?region=R");
+    }
+    format!("Store URL: {}", schemes.join(", "))
 }
 
 /// The subcommands.

@@ -147,3 +147,19 @@ fn put_delete_list_series_and_flush() {
     assert!(stderr(&o).contains("unknown precision 7s"), "{}", stderr(&o));
     assert!(ok(&["flush"]).starts_with("flushed 0 counters"));
 }
+
+#[test]
+fn help_names_every_backend_compiled_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = counters(dir.path(), &["--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let help = stdout(&o);
+    let line = |flag: &str| help.lines().skip_while(|l| !l.trim_start().starts_with(flag)).take(1).collect::<String>();
+    let (cache, store) = (line("--cache"), line("--store"));
+    assert!(cache.contains("memory://"), "{cache}");
+    assert!(store.contains("sqlite://") && store.contains("memory://"), "{store}");
+    assert_eq!(cache.contains("redis://") && cache.contains("redis+cluster://"), cfg!(feature = "redis"), "{cache}");
+    assert_eq!(store.contains("redis://"), cfg!(feature = "redis"), "{store}");
+    assert_eq!(cache.contains("memcache://"), cfg!(feature = "memcache"), "{cache}");
+    assert_eq!(store.contains("dynamodb://"), cfg!(feature = "dynamo"), "{store}");
+}
