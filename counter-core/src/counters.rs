@@ -2,14 +2,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tracing::warn;
-
+use crate::background::Background;
 use crate::batch::now_ms;
 use crate::cache::CacheLayer;
 use crate::cell::{Cell, SliceId};
@@ -22,6 +18,7 @@ use crate::policy::{Family, Policy};
 use crate::report::{FlushReport, HeldCell};
 use crate::store::{CleanReport, DurableStore, ListOrder, ListQuery};
 use crate::timeslice::{TimeSlices, epoch_secs};
+use tracing::warn;
 
 /// Options of one increment; every field defaults to the counter family's
 /// setting.
@@ -220,16 +217,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> CountersBuilder<C, S> {
         }
         let engine = Arc::new(Engine::new(self.cache, self.store, self.config));
         engine.adopt_journal()?;
-        let (stop, stopped) = watch::channel(false);
-        let task = if engine.config.background {
-            let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
-                Error::new(ErrorKind::Config, "the background flusher needs a Tokio runtime").with_source(e)
-            })?;
-            Some(runtime.spawn(engine.clone().run(stopped)))
-        } else {
-            None
-        };
-        Ok(Counters { engine, stop, task: Mutex::new(task) })
+        let background = Arc::new(Background::start(engine.clone())?);
+        Ok(Counters { engine, background })
     }
 }
 
@@ -259,8 +248,17 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> CountersBuilder<C, S> {
 /// ```
 pub struct Counters<C: CacheLayer + ?Sized = dyn CacheLayer, S: DurableStore + ?Sized = dyn DurableStore> {
     pub(crate) engine: Arc<Engine<C, S>>,
-    pub(crate) stop: watch::Sender<bool>,
-    pub(crate) task: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) background: Arc<Background<C, S>>,
+}
+
+/// A clone is another handle on the same counters: one engine, one
+/// background flusher. `shutdown` through any clone shuts them all down;
+/// dropping clones without `shutdown` stops the flusher when the last one
+/// goes.
+impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Clone for Counters<C, S> {
+    fn clone(&self) -> Self {
+        Counters { engine: self.engine.clone(), background: self.background.clone() }
+    }
 }
 
 impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
@@ -831,25 +829,6 @@ impl FlushOptions {
     pub fn recover_claims(mut self, on: bool) -> Self {
         self.recover_claims = on;
         self
-    }
-}
-
-impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Drop for Counters<C, S> {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.get_mut().ok().and_then(|t| t.take()) {
-            task.abort();
-        }
-        if !self.engine.is_closed() {
-            let m = self.engine.metrics.snapshot();
-            let (batches, cells) = self.engine.backlog_size();
-            warn!(
-                increments_accepted = m.increments,
-                pending_cells_at_last_reading = m.pending_cells,
-                held_batches = batches,
-                held_cells = cells,
-                "counters dropped without shutdown: pending deltas were not flushed by this handle"
-            );
-        }
     }
 }
 

@@ -119,7 +119,8 @@ impl Metrics {
 pub struct MetricsSnapshot {
     /// Increments accepted (rollups and time slices not counted separately).
     pub increments: u64,
-    /// Batches the store applied (or found applied already).
+    /// Batches the store applied (a batch it found applied already, from an
+    /// earlier attempt whose answer was lost, is not counted again).
     pub batches_flushed: u64,
     /// Cells written by those batches: one per dirty counter or time bucket per flush.
     pub cells_flushed: u64,

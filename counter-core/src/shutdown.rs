@@ -38,8 +38,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
             return Err(Error::new(ErrorKind::ShutDown, "the counters handle was shut down"));
         }
         engine.gate.close().await;
-        let _ = self.stop.send(true);
-        let task = self.task.lock().expect("task lock").take();
+        let task = self.background.stop();
         if let Some(mut task) = task {
             // A pass stuck on a hung store is not worth waiting for: what it
             // holds is in the backlog, and landing it again is a no-op.

@@ -4,16 +4,15 @@
 //!
 //! This facade re-exports [`counter_core`] and, behind cargo features, each
 //! backend crate (`sqlite`, on by default), and opens backends by URL
-//! ([`cache_from_url`], [`store_from_url`]) or from the environment.
+//! ([`cache_from_url`], [`store_from_url`], [`FromUrls::from_urls`]) or from
+//! the environment ([`FromUrls::from_env`]).
 //!
 //! ```no_run
 //! # async fn demo() -> counters::Result<()> {
-//! use counters::{Counters, Key};
+//! use counters::{Counters, FromUrls, Key};
 //!
 //! // The embedded default: in-process cache, SQLite file.
-//! let cache = counters::cache_from_url("memory://").await?;
-//! let store = counters::store_from_url("sqlite://counters.sqlite").await?;
-//! let counters = Counters::builder(cache, store).build()?;
+//! let counters = Counters::from_urls("memory://", "sqlite://counters.sqlite").await?;
 //! counters.incr(&Key::new("clicks", "ad42")?, 1).await?;
 //! counters.shutdown().await?;
 //! # Ok(()) }
@@ -21,9 +20,15 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The engine's numbers as `metrics` series (cargo feature `metrics`).
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+mod open;
 mod url;
 
 pub use counter_core::*;
+pub use open::{FromUrls, builder_from_urls};
 pub use url::{
     CACHE_ENV, DEFAULT_CACHE_URL, DEFAULT_STORE_URL, JOURNAL_ENV, STORE_ENV, cache_from_url, cache_url_from_env,
     default_journal, journal_from_env, store_from_url, store_url_from_env,
