@@ -358,7 +358,14 @@ impl DurableStore for DynamoStore {
         }
         // A transaction of one condition check: it writes nothing, and
         // answers whether the endpoint knows TransactWriteItems at all.
-        let sent = self.client.transact_write_items().transact_items(self.unmarked(PROBE_ID)).send().await;
+        let sent = self
+            .client
+            .transact_write_items()
+            .transact_items(self.unmarked(PROBE_ID))
+            .customize()
+            .config_override(engine_retries())
+            .send()
+            .await;
         match sent {
             Ok(_) => {}
             // The condition failed (someone wrote that item): transactions work.
@@ -407,7 +414,14 @@ impl DurableStore for DynamoStore {
         items.push(self.unmarked(&batch.id.split_marker().to_string()));
         items.extend(batch.lineage.iter().map(|a| self.marker(a.split_marker(), now, false)));
         items.extend(entries.iter().map(|e| self.entry_update(e, now)));
-        let sent = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        let sent = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .customize()
+            .config_override(engine_retries())
+            .send()
+            .await;
         let error = match sent {
             Ok(_) => return Ok(ApplyOutcome::Applied),
             Err(error) => error,
@@ -609,4 +623,13 @@ impl DurableStore for DynamoStore {
         }
         Ok(CleanReport { buckets_removed, series_removed })
     }
+}
+
+/// The SDK's settings for the writes the engine retries itself (a batch's
+/// apply and the probe): one attempt each, so that the SDK's three attempts
+/// do not stack under the engine's (which back off, count, and split
+/// refused batches). Reads keep the SDK's standard retries: nothing retries
+/// them above.
+fn engine_retries() -> aws_sdk_dynamodb::config::Builder {
+    aws_sdk_dynamodb::config::Builder::default().retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
 }

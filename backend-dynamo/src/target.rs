@@ -6,17 +6,30 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{Credentials, Region};
-use counter_core::{Error, ErrorKind, Result, redact_url};
+use counter_core::{Error, ErrorKind, Result, UrlParams, redact_url};
 
 /// A parsed `dynamodb://` URL.
 ///
-/// `dynamodb://TABLE[?endpoint=http://HOST:PORT][&region=REGION][&create=false]`:
-/// without an endpoint the SDK's usual configuration applies (the
-/// `AWS_*` environment variables, profiles, instance roles); with one (a
-/// local server), the region defaults to `us-east-1` and, when the
-/// environment has no `AWS_ACCESS_KEY_ID`, static placeholder credentials
-/// are used, which local servers accept.
+/// `dynamodb://TABLE[?options]`: without an endpoint the SDK's usual
+/// configuration applies (the `AWS_*` environment variables, profiles,
+/// instance roles); with one (a local server), the region defaults to
+/// `us-east-1` and, when the environment has no `AWS_ACCESS_KEY_ID`,
+/// static placeholder credentials are used, which local servers accept.
+///
+/// Options (URL query parameters; an unknown or repeated one is a
+/// [`Config`](ErrorKind::Config) error):
+///
+/// | parameter | meaning | default |
+/// |---|---|---|
+/// | `endpoint` | `http://HOST:PORT` of a local or compatible server | AWS |
+/// | `region` | the AWS region | the SDK's configuration |
+/// | `create` | create missing tables (`true`/`false`) | `true` |
+/// | `connect_timeout` | bound on opening a connection | `3s` |
+/// | `response_timeout` | bound on each attempt of a request | `10s` |
+///
+/// Durations take a unit: `250ms`, `2s`, `1m`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DynamoTarget {
     /// The counters table (`key` string hash key, `counter_value` number).
     pub table: String,
@@ -26,6 +39,10 @@ pub struct DynamoTarget {
     pub region: Option<String>,
     /// Whether missing tables are created (default true).
     pub create: bool,
+    /// The `connect_timeout` parameter, or its default.
+    pub connect_timeout: Duration,
+    /// The `response_timeout` parameter, or its default.
+    pub response_timeout: Duration,
 }
 
 impl DynamoTarget {
@@ -34,36 +51,24 @@ impl DynamoTarget {
     pub fn parse(url: &str) -> Result<DynamoTarget> {
         let bad = |why: &str| Error::new(ErrorKind::Config, format!("bad DynamoDB URL {:?}: {why}", redact_url(url)));
         let rest = url.strip_prefix("dynamodb://").ok_or_else(|| bad("expected dynamodb://TABLE"))?;
-        let (table, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let table = rest.split(['?', '#']).next().unwrap_or(rest);
         check_table_name(table).map_err(|why| bad(&why))?;
-        let mut target = DynamoTarget { table: table.to_string(), endpoint: None, region: None, create: true };
-        let mut seen = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if seen.contains(&name) {
-                return Err(bad(&format!("parameter {name:?} is given more than once")));
-            }
-            seen.push(name);
-            match name {
-                "endpoint" => {
-                    check_endpoint(value).map_err(|why| bad(&why))?;
-                    target.endpoint = Some(value.to_string());
-                }
-                "region" if !value.is_empty() => {
-                    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                        return Err(bad("the region may only hold letters, digits and '-'"));
-                    }
-                    target.region = Some(value.to_string());
-                }
-                "create" => {
-                    target.create = value.parse().map_err(|_| bad("create must be true or false"))?;
-                }
-                _ => {
-                    return Err(bad(&format!("unknown or empty parameter {name:?} (known: endpoint, region, create)")));
-                }
+        let mut params = UrlParams::parse("DynamoDB", url)?;
+        let endpoint = params.text("endpoint");
+        if let Some(endpoint) = &endpoint {
+            check_endpoint(endpoint).map_err(|why| bad(&why))?;
+        }
+        let region = params.text("region");
+        if let Some(region) = &region {
+            if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(bad("the region may only hold letters, digits and '-'"));
             }
         }
-        Ok(target)
+        let create = params.flag("create")?.unwrap_or(true);
+        let connect_timeout = params.duration("connect_timeout")?.unwrap_or(Duration::from_secs(3));
+        let response_timeout = params.duration("response_timeout")?.unwrap_or(Duration::from_secs(10));
+        params.finish()?;
+        Ok(DynamoTarget { table: table.to_string(), endpoint, region, create, connect_timeout, response_timeout })
     }
 }
 
@@ -132,9 +137,9 @@ fn check_endpoint(value: &str) -> std::result::Result<(), String> {
 /// An SDK client for `target`.
 pub(crate) async fn client(target: &DynamoTarget) -> aws_sdk_dynamodb::Client {
     let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .operation_attempt_timeout(Duration::from_secs(10))
-        .operation_timeout(Duration::from_secs(30))
+        .connect_timeout(target.connect_timeout)
+        .operation_attempt_timeout(target.response_timeout)
+        .operation_timeout(Duration::from_secs(30).max(target.response_timeout))
         .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
     if let Some(region) = &target.region {
@@ -164,6 +169,9 @@ mod tests {
         assert_eq!(t.region.as_deref(), Some("eu-west-1"));
         assert!(t.create);
         assert!(!DynamoTarget::parse("dynamodb://abc?create=false").unwrap().create);
+        assert_eq!(t.connect_timeout, Duration::from_secs(3));
+        let t = DynamoTarget::parse("dynamodb://abc?connect_timeout=500ms&response_timeout=2s").unwrap();
+        assert_eq!((t.connect_timeout, t.response_timeout), (Duration::from_millis(500), Duration::from_secs(2)));
     }
 
     #[test]
@@ -198,6 +206,8 @@ mod tests {
             "dynamodb://tab?endpoint=http://h:1&endpoint=http://h:2",
             "dynamodb://tab?region=us east",
             "dynamodb://tab?region=a/b",
+            "dynamodb://tab?connect_timeout=3",
+            "dynamodb://tab?response_timeout=0s",
         ] {
             let e = DynamoTarget::parse(url).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Config, "{url}");

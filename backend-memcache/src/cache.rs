@@ -108,13 +108,16 @@ impl MemcacheCache {
         MemcacheCache::connect_with(MemcacheTarget::parse(url)?, MemcacheCacheOptions::default()).await
     }
 
-    /// Connects to `target`. The URL's `prefix`, if given, overrides the
-    /// options'. Fails with [`Permanent`](ErrorKind::Permanent) if the
+    /// Connects to `target`. The URL's parameters (`prefix`, timeouts,
+    /// `max_connections`), where given, override the options'. Fails with [`Permanent`](ErrorKind::Permanent) if the
     /// server does not speak the meta protocol (memcached 1.6 or later).
     pub async fn connect_with(target: MemcacheTarget, mut options: MemcacheCacheOptions) -> Result<MemcacheCache> {
         if let Some(prefix) = &target.prefix {
             options.prefix = prefix.clone();
         }
+        options.connect_timeout = target.connect_timeout.unwrap_or(options.connect_timeout);
+        options.timeout = target.response_timeout.unwrap_or(options.timeout);
+        options.max_connections = target.max_connections.unwrap_or(options.max_connections);
         options.check()?;
         let client = Client::new(ClientConfig {
             addr: target.addr(),
@@ -172,6 +175,7 @@ impl MemcacheCache {
         self.lineages.lock().expect("lineages lock").remove(enc);
     }
 
+    #[cfg(feature = "testing")]
     pub(crate) fn forget_all_lineages(&self) {
         self.lineages.lock().expect("lineages lock").clear();
     }

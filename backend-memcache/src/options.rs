@@ -3,29 +3,48 @@
 
 use std::time::Duration;
 
-use counter_core::{Error, ErrorKind, Result, redact_url};
+use counter_core::{Error, ErrorKind, Result, UrlParams, redact_url};
 
-/// A memcached server named by a URL: `memcache://host:port[?prefix=P]`.
+/// A memcached server named by a URL:
+/// `memcache://host:port[?options]`.
+///
+/// Options (URL query parameters; an unknown or repeated one is a
+/// [`Config`](ErrorKind::Config) error), each overriding
+/// [`MemcacheCacheOptions`]:
+///
+/// | parameter | meaning | default |
+/// |---|---|---|
+/// | `prefix` | key prefix | `counters:` |
+/// | `connect_timeout` | bound on opening a connection | `1s` |
+/// | `response_timeout` | bound on each reply | `2s` |
+/// | `max_connections` | connections open at once (the pool's size) | 16 |
+///
+/// Durations take a unit: `250ms`, `2s`, `1m`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MemcacheTarget {
     /// Host name or address.
     pub host: String,
     /// TCP port.
     pub port: u16,
-    /// The `prefix` query parameter, if given.
+    /// The `prefix` parameter, if given.
     pub prefix: Option<String>,
+    /// The `connect_timeout` parameter, if given.
+    pub connect_timeout: Option<Duration>,
+    /// The `response_timeout` parameter, if given.
+    pub response_timeout: Option<Duration>,
+    /// The `max_connections` parameter, if given.
+    pub max_connections: Option<usize>,
 }
 
 impl MemcacheTarget {
-    /// Parses a `memcache://host:port[?prefix=P]` URL. Anything malformed or
+    /// Parses a `memcache://host:port[?options]` URL. Anything malformed or
     /// unknown is a [`Config`](ErrorKind::Config) error naming the URL.
     pub fn parse(url: &str) -> Result<MemcacheTarget> {
         let bad = |why: &str| Error::new(ErrorKind::Config, format!("bad memcached URL {:?}: {why}", redact_url(url)));
         let rest = url.strip_prefix("memcache://").ok_or_else(|| bad("expected memcache://HOST:PORT"))?;
-        let (authority, query) = match rest.split_once('?') {
-            Some((authority, query)) => (authority, Some(query)),
-            None => (rest, None),
-        };
+        let mut params = UrlParams::parse("memcached", url)?;
+        let authority = rest.split(['?', '#']).next().unwrap_or(rest);
         let authority = authority.strip_suffix('/').unwrap_or(authority);
         if authority.contains(['/', '@', ',']) {
             return Err(bad("expected exactly one HOST:PORT, without path or credentials"));
@@ -39,21 +58,18 @@ impl MemcacheTarget {
         if port == 0 || !authority.rsplit_once(':').is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())) {
             return Err(bad("the port must be a number from 1 to 65535"));
         }
-        let mut target = MemcacheTarget { host: host.to_string(), port, prefix: None };
-        for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if name == "prefix" && target.prefix.is_some() {
-                return Err(bad("parameter \"prefix\" is given more than once"));
-            }
-            match name {
-                "prefix" => {
-                    check_prefix(value).map_err(|e| bad(e.message()))?;
-                    target.prefix = Some(value.to_string());
-                }
-                _ => return Err(bad(&format!("unknown parameter {name:?} (known: prefix)"))),
-            }
+        let prefix = params.text("prefix");
+        if let Some(prefix) = &prefix {
+            check_prefix(prefix).map_err(|e| bad(e.message()))?;
         }
-        Ok(target)
+        let connect_timeout = params.duration("connect_timeout")?;
+        let response_timeout = params.duration("response_timeout")?;
+        let max_connections = params.number::<usize>("max_connections", "a number of connections, at least 1")?;
+        if max_connections == Some(0) {
+            return Err(bad("max_connections must be at least 1"));
+        }
+        params.finish()?;
+        Ok(MemcacheTarget { host: host.to_string(), port, prefix, connect_timeout, response_timeout, max_connections })
     }
 
     /// `host:port`, as a socket address string.
@@ -161,6 +177,10 @@ mod tests {
         let t = MemcacheTarget::parse("memcache://127.0.0.1:11311?prefix=app:").unwrap();
         assert_eq!((t.host.as_str(), t.port, t.prefix.as_deref()), ("127.0.0.1", 11311, Some("app:")));
         assert_eq!(t.addr(), "127.0.0.1:11311");
+        let o = MemcacheTarget::parse("memcache://h:1?connect_timeout=250ms&response_timeout=3s&max_connections=4")
+            .unwrap();
+        assert_eq!(o.connect_timeout, Some(Duration::from_millis(250)));
+        assert_eq!((o.response_timeout, o.max_connections), (Some(Duration::from_secs(3)), Some(4)));
         assert_eq!(MemcacheTarget::parse("memcache://[::1]:1/").unwrap().addr(), "[::1]:1");
         for bad in [
             "memcached://h:1",
@@ -174,6 +194,9 @@ mod tests {
             "memcache://h:1?prefix=a b",
             "memcache://h:1?prefix=a&prefix=b",
             "memcache://h:+1",
+            "memcache://h:1?max_connections=0",
+            "memcache://h:1?connect_timeout=1",
+            "memcache://h:1?response_timeout=0ms",
             "redis://h:1",
         ] {
             let e = MemcacheTarget::parse(bad).unwrap_err();

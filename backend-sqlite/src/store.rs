@@ -70,12 +70,15 @@ impl SqliteStore {
         blocking(move || SqliteStore::open_blocking(path, options)).await
     }
 
-    /// Opens the store named by a URL of the form `sqlite://PATH`
+    /// Opens the store named by a URL of the form `sqlite://PATH[?options]`
     /// (`sqlite:///var/lib/counters.db` for an absolute path,
-    /// `sqlite://counters.db` for a relative one), with default options.
-    /// A malformed URL is a [`Config`](ErrorKind::Config) error.
+    /// `sqlite://counters.db` for a relative one). Options:
+    /// `busy_timeout` (a duration: `500ms`, `5s`) and `readers` (read
+    /// connections); the others keep their defaults. A malformed URL or an
+    /// unknown option is a [`Config`](ErrorKind::Config) error.
     pub async fn from_url(url: &str) -> Result<SqliteStore> {
-        SqliteStore::open(url::path_of(url)?).await
+        let (path, options) = url::parse(url)?;
+        SqliteStore::open_with(path, options).await
     }
 
     /// Opens the store like [`open_with`](Self::open_with) but on the

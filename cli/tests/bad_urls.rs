@@ -48,12 +48,15 @@ fn malformed_urls_are_exit_2_and_change_nothing() {
         ("--store", format!("dynamodb://counters?endpoint={dynamo}&create=true&create=false"), "more than once"),
         ("--store", format!("dynamodb://counters?endpoint={dynamo}&endpoint=http://127.0.0.1:1"), "more than once"),
         ("--store", format!("dynamodb://counters?endpoint={dynamo}&region=eu/west"), "region"),
-        ("--store", format!("dynamodb://counters?endpoint={dynamo}#fragment"), "endpoint"),
+        ("--store", format!("dynamodb://counters?endpoint={dynamo}#fragment"), "a fragment"),
         ("--store", "dynamodb://counters?endpoint=http://".into(), "no host"),
         ("--store", "dynamodb://counters?endpoint=http://bad host:1".into(), "space"),
         ("--store", "dynamodb://counters?endpoint=http://127.0.0.1:65536".into(), "port"),
         ("--store", "sqlite://x.db#fragment".into(), "fragments"),
-        ("--store", "sqlite://x.db?mode=ro".into(), "query"),
+        ("--store", "sqlite://x.db?mode=ro".into(), "unknown parameter \"mode\""),
+        ("--store", "sqlite://x.db?readers=0".into(), "readers must be at least 1"),
+        ("--cache", format!("{redis}/0?connect_timeout=5"), "duration"),
+        ("--cache", format!("{memcache}?max_connections=0"), "max_connections"),
         ("--store", "sqlite://".into(), "empty"),
     ];
     let dir = tempfile::tempdir().unwrap();

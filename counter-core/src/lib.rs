@@ -14,6 +14,7 @@
 //! the `conformance` crate against every backend combination.
 #![deny(missing_docs)]
 
+mod background;
 mod backlog;
 mod batch;
 mod cache;
@@ -38,8 +39,13 @@ mod shutdown;
 mod spill;
 mod spilling;
 mod store;
+/// Fault injection for tests (cargo feature `testing`): never in a
+/// production build.
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod timeslice;
+mod url_params;
 
 pub use batch::{ApplyOutcome, Batch, BatchEntry, BatchId, now_ms};
 pub use cache::{CacheCapabilities, CacheIncr, CacheLayer, CacheStats, CachedValue, DirtyCell};
@@ -59,3 +65,4 @@ pub use timeslice::{
     DEFAULT_PRECISIONS, DEFAULT_SAMPLES, MAX_EPOCH_SECS, MAX_SERIES_BUCKETS, MIN_EPOCH_SECS, TimeSlices, bucket_count,
     checked_epoch_secs, epoch_secs, epoch_time,
 };
+pub use url_params::UrlParams;
