@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+#[cfg(feature = "testing")]
 use counter_core::testing::{CacheFaults, CachePart};
 use counter_core::{
     Batch, BatchEntry, BatchId, CacheCapabilities, CacheIncr, CacheLayer, CacheStats, CachedValue, Cell, DirtyCell,
@@ -18,7 +19,8 @@ use redis::{FromRedisValue, Script, ToRedisArgs, Value};
 
 use crate::cache_layout::{Layout, field_suffix, member, named_range, parse_member, parse_named};
 use crate::cache_scripts::Scripts;
-use crate::connection::{RedisConn, RedisTarget, map_err};
+use crate::connection::{RedisConn, map_err};
+use crate::target::RedisTarget;
 
 /// How a [`RedisCache`] lays out its keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -934,6 +936,8 @@ impl CacheLayer for RedisCache {
     }
 }
 
+/// Test hooks (cargo feature `testing`).
+#[cfg(feature = "testing")]
 #[async_trait]
 impl CacheFaults for RedisCache {
     /// Deletes every key of this cache (its prefix), claims included, as

@@ -134,6 +134,7 @@ impl Layout {
     }
 
     /// A `SCAN MATCH` pattern for every key of one shard.
+    #[cfg(feature = "testing")]
     pub(crate) fn shard_pattern(&self, shard: usize) -> String {
         let mut pattern = String::new();
         for c in self.tags[shard].chars() {

@@ -21,7 +21,8 @@ mod cache_layout;
 mod cache_scripts;
 mod connection;
 mod store;
+mod target;
 
 pub use cache::{RedisCache, RedisCacheOptions};
-pub use connection::RedisTarget;
 pub use store::{RedisStore, RedisStoreOptions};
+pub use target::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisTarget};

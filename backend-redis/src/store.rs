@@ -66,7 +66,8 @@ use counter_core::{
 use redis::{Value, cmd};
 use tracing::info;
 
-use crate::connection::{RedisConn, RedisTarget, map_err};
+use crate::connection::{RedisConn, map_err};
+use crate::target::RedisTarget;
 
 #[path = "store_scripts.rs"]
 mod scripts;

@@ -234,7 +234,7 @@ async fn remove_forgets_counter_slices_and_their_dirty_marks() {
 
 #[tokio::test]
 async fn bad_urls_prefixes_and_leases_are_config_errors() {
-    for url in ["redis://127.0.0.1:1?prefix={x}", "rediss://h:1", "memcache://h:1"] {
+    for url in ["redis://127.0.0.1:1?prefix={x}", "rediss://h:1?insecure=true", "memcache://h:1"] {
         let e = RedisCache::connect(url).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config, "{url}: {e}");
     }

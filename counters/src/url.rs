@@ -137,7 +137,7 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_and_unknown_urls_are_config_errors() {
-        for bad in ["", "memory", "memory://x", "ftp://x", "rediss://localhost:1", "redis://h:1/notadb"] {
+        for bad in ["", "memory", "memory://x", "ftp://x", "rediss://localhost:1?insecure=true", "redis://h:1/notadb"] {
             let e = cache_from_url(bad).await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Config, "{bad}: {e}");
         }
