@@ -313,6 +313,7 @@ impl Registry {
         self.tracked.lock().expect("registry lock").checked_window = 0;
     }
 
+    #[cfg(feature = "testing")]
     pub(crate) fn clear(&self) {
         let mut tracked = self.tracked.lock().expect("registry lock");
         *tracked = Tracked { next_seq: tracked.next_seq, ..Tracked::default() };

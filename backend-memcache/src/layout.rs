@@ -135,6 +135,7 @@ impl Layout {
     }
 
     /// Moves this handle to a fresh, empty key space under the prefix.
+    #[cfg(feature = "testing")]
     pub(crate) fn start_generation(&self, generation: u32) {
         *self.space.write().expect("layout lock") = Arc::from(format!("{}~{generation}:", self.prefix));
     }

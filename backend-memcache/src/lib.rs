@@ -40,6 +40,7 @@ mod cache;
 mod claims;
 mod client;
 mod dirty;
+#[cfg(feature = "testing")]
 mod faults;
 mod layout;
 mod lineage;

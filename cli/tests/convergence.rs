@@ -367,11 +367,11 @@ fn case1(f: &mut Findings, cache: &str, lose_cache: impl FnOnce() -> String) {
 #[cfg(feature = "redis")]
 #[test]
 fn case1_redis_a_cache_loss_that_missed_a_batch_in_flight_converges_and_put_sets_exactly() {
-    let Some(redis) = PrivateRedis::start(false) else { return };
+    let Some(redis) = PrivateRedis::start() else { return };
     let mut f = Findings::new("case 1 (Redis)");
     let cache = format!("{}?prefix={}:", redis.url(), random_name("conv"));
     case1(&mut f, &cache, || {
-        assert_eq!(redis.command(&["FLUSHALL"]), Resp::Simple("OK".into()));
+        assert_eq!(common::redis_command(redis.port, &["FLUSHALL"]), Resp::Simple("OK".into()));
         "FLUSHALL".into()
     });
     f.finish();

@@ -236,7 +236,7 @@ fn immediate(server: &Server, key: &str, delta: i64) -> (u16, Value) {
 fn case5_an_immediate_write_the_store_did_not_take_is_202_deferred_and_lands_once() {
     // Persistent (AOF, fsync always), so a restart keeps what it had taken:
     // the store then holds exactly what was acknowledged.
-    let Some(mut redis) = PrivateRedis::start(true) else { return };
+    let Some(mut redis) = PrivateRedis::start_persistent() else { return };
     let store = redis.url();
     let (dir, reader) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let in_store = || get_all(reader.path(), &store, &["w"])[0];
@@ -286,7 +286,7 @@ fn case6_backpressure_holds_at_max_pending_while_the_store_hangs_and_every_200_l
     /// Counters that may get in beyond the bound: those in flight when it
     /// was reached (requests here are sequential, so none should).
     const SLACK: usize = 2;
-    let Some(redis) = PrivateRedis::start(false) else { return };
+    let Some(redis) = PrivateRedis::start() else { return };
     let store = redis.url();
     let (dir, reader) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let server = serve_on(dir.path(), &store, &["--max-pending", &MAX_PENDING.to_string(), "--flush-interval", "0.2"]);

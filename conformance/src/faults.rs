@@ -24,6 +24,7 @@ pub struct FaultyStore<S: DurableStore + ?Sized> {
     lose_ack: AtomicU32,
     down: AtomicBool,
     permanent: AtomicBool,
+    refusing: AtomicBool,
     no_transactions: AtomicBool,
     refused: Mutex<HashSet<Key>>,
     /// While true, applies wait (and then reach the store, even if their
@@ -78,6 +79,7 @@ impl<S: DurableStore + ?Sized> FaultyStore<S> {
             lose_ack: AtomicU32::new(0),
             down: AtomicBool::new(false),
             permanent: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
             no_transactions: AtomicBool::new(false),
             refused: Mutex::new(HashSet::new()),
             hanging: watch::channel(false).0,
@@ -93,6 +95,13 @@ impl<S: DurableStore + ?Sized> FaultyStore<S> {
     /// The wrapped store.
     pub fn inner(&self) -> &Arc<S> {
         &self.inner
+    }
+
+    /// While on, every call (reads, the probe and applies) fails for good
+    /// ([`Permanent`](ErrorKind::Permanent)): a store that refuses the
+    /// credentials it was given, say.
+    pub fn set_refusing(&self, on: bool) {
+        self.refusing.store(on, SeqCst);
     }
 
     /// The next `n` applies fail (transiently) before touching the store.
@@ -194,6 +203,9 @@ impl<S: DurableStore + ?Sized> FaultyStore<S> {
     fn check_up(&self) -> Result<()> {
         if self.down.load(SeqCst) {
             return Err(Error::new(ErrorKind::Unavailable, "injected fault: the store is down"));
+        }
+        if self.refusing.load(SeqCst) {
+            return Err(Error::new(ErrorKind::Permanent, "injected fault: the store refuses every call for good"));
         }
         Ok(())
     }

@@ -101,10 +101,12 @@ pub fn service_url(url_env: &str) -> Option<String> {
     match std::env::var(url_env) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            let ci = std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false);
-            assert!(!ci, "{url_env} is not set and CI=true: a missing service is a failure, not a skip");
+            assert!(
+                !crate::servers::under_ci(),
+                "{url_env} is not set and CI=true: a missing service is a failure, not a skip"
+            );
             eprintln!(
-                "\n*** SKIPPING: {url_env} is not set, so these conformance tests did not run. \
+                "\n*** SKIPPING: {url_env} is not set, so the tests that need it did not run. \
                  Run ./scripts/test to start every service. ***\n"
             );
             None

@@ -8,6 +8,10 @@
 //! - [`conformance_suite!`]: stamps every case for one combination, once
 //!   through the concrete types and once through `dyn`.
 //!
+//! - [`processes`]: several OS processes over one shared pair, one of them
+//!   SIGKILLed, for every pair whose capabilities promise it.
+//! - [`servers`]: a redis-server or memcached of a test's own, to kill or
+//!   restart; every test of the workspace uses these and [`service_url`].
 //! - [`matrix`]: every backend, opened fresh per test, and
 //!   [`conformance_matrix!`], which stamps the suite for every cache x
 //!   store pair (`tests/matrix.rs`).
@@ -32,9 +36,11 @@ pub mod leases;
 pub mod listing;
 pub mod matrix;
 pub mod model;
+pub mod processes;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod refusals;
+pub mod servers;
 
 pub use harness::{Backends, service_url};
 

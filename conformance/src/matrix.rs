@@ -24,6 +24,11 @@ pub mod caches {
         pub async fn open() -> Option<Cache> {
             Some(Cache::new())
         }
+
+        /// A new cache: an in-process cache is never shared, whatever the id.
+        pub async fn open_shared(_id: &str) -> Option<Cache> {
+            open().await
+        }
     }
 
     /// A Redis cache on the standalone server at `COUNTERS_TEST_REDIS_URL`.
@@ -37,6 +42,11 @@ pub mod caches {
         /// A cache under a prefix of its own (see [`crate::redis::redis_cache`]).
         pub async fn open() -> Option<Cache> {
             crate::redis::redis_cache("COUNTERS_TEST_REDIS_URL").await
+        }
+
+        /// The cache of the multi-process run `id` (its prefix).
+        pub async fn open_shared(id: &str) -> Option<Cache> {
+            crate::redis::redis_cache_at("COUNTERS_TEST_REDIS_URL", &format!("{id}:")).await
         }
     }
 
@@ -53,6 +63,11 @@ pub mod caches {
             let cache = crate::redis::redis_cache("COUNTERS_TEST_REDIS_CLUSTER_URL").await?;
             assert!(cache.shards() > 1, "a Cluster cache spreads counters over several hash tags");
             Some(cache)
+        }
+
+        /// The cache of the multi-process run `id` (its prefix).
+        pub async fn open_shared(id: &str) -> Option<Cache> {
+            crate::redis::redis_cache_at("COUNTERS_TEST_REDIS_CLUSTER_URL", &format!("{id}:")).await
         }
     }
 
@@ -73,12 +88,25 @@ pub mod caches {
             let options = MemcacheCacheOptions::with_prefix(format!("t{:016x}:", rand::random::<u64>()));
             Some(Cache::connect_with(target, options).await.expect("connect to test memcached"))
         }
+
+        /// The cache of the multi-process run `id` (its prefix), with short
+        /// dirty windows so that compaction happens within the run.
+        pub async fn open_shared(id: &str) -> Option<Cache> {
+            let url = crate::service_url("COUNTERS_TEST_MEMCACHE_URL")?;
+            let target = MemcacheTarget::parse(&url).expect("test memcached URL parses");
+            let mut options = MemcacheCacheOptions::with_prefix(format!("{id}:"));
+            options.dirty_window = std::time::Duration::from_millis(200);
+            options.clock_margin = std::time::Duration::from_millis(200);
+            Some(Cache::connect_with(target, options).await.expect("connect to test memcached"))
+        }
     }
 }
 
-/// Stores, one module each: `Store`, `MODEL_CASES` and `open(scratch)`
+/// Stores, one module each: `Store`, `MODEL_CASES`, `PROCESS_FLUSH_MS`
+/// (the flush interval of the multi-process workers), `open(scratch)`
 /// (`scratch`: a directory for files, the test crate's
-/// `CARGO_TARGET_TMPDIR`).
+/// `CARGO_TARGET_TMPDIR`) and `open_shared(scratch, id)` (the store of the
+/// multi-process run `id`).
 pub mod stores {
     use super::Path;
 
@@ -91,9 +119,17 @@ pub mod stores {
         /// Model sequences per pair.
         pub const MODEL_CASES: u32 = 64;
 
+        /// Flush interval of multi-process workers (ms).
+        pub const PROCESS_FLUSH_MS: u64 = 20;
+
         /// A new, empty store.
         pub async fn open(_scratch: &Path) -> Option<Store> {
             Some(Store::new())
+        }
+
+        /// A new store: an in-memory store is never shared, whatever the id.
+        pub async fn open_shared(scratch: &Path, _id: &str) -> Option<Store> {
+            open(scratch).await
         }
     }
 
@@ -107,12 +143,19 @@ pub mod stores {
         /// Model sequences per pair.
         pub const MODEL_CASES: u32 = 32;
 
+        /// Flush interval of multi-process workers (ms).
+        pub const PROCESS_FLUSH_MS: u64 = 20;
+
         /// A new file under `scratch/conformance-sqlite`.
         pub async fn open(scratch: &Path) -> Option<Store> {
+            open_shared(scratch, &format!("{:016x}", rand::random::<u64>())).await
+        }
+
+        /// The file `scratch/conformance-sqlite/<id>.sqlite`.
+        pub async fn open_shared(scratch: &Path, id: &str) -> Option<Store> {
             let dir = scratch.join("conformance-sqlite");
             std::fs::create_dir_all(&dir).expect("scratch directory");
-            let file = dir.join(format!("{:016x}.sqlite", rand::random::<u64>()));
-            Some(Store::open(file).await.expect("open SQLite"))
+            Some(Store::open(dir.join(format!("{id}.sqlite"))).await.expect("open SQLite"))
         }
     }
 
@@ -127,10 +170,18 @@ pub mod stores {
         /// Model sequences per pair.
         pub const MODEL_CASES: u32 = 32;
 
+        /// Flush interval of multi-process workers (ms).
+        pub const PROCESS_FLUSH_MS: u64 = 20;
+
         /// A store under a prefix of its own.
-        pub async fn open(_scratch: &Path) -> Option<Store> {
+        pub async fn open(scratch: &Path) -> Option<Store> {
+            open_shared(scratch, &format!("{:016x}", rand::random::<u64>())).await
+        }
+
+        /// The store under the prefix `conformance:store:<id>:`.
+        pub async fn open_shared(_scratch: &Path, id: &str) -> Option<Store> {
             let url = crate::service_url("COUNTERS_TEST_REDIS_URL")?;
-            let prefix = format!("conformance:store:{:016x}:", rand::random::<u64>());
+            let prefix = format!("conformance:store:{id}:");
             let target = RedisTarget::parse(&url).expect("COUNTERS_TEST_REDIS_URL is a Redis URL");
             Some(Store::connect_with(target, RedisStoreOptions::default().prefix(prefix)).await.expect("connect"))
         }
@@ -147,10 +198,19 @@ pub mod stores {
         /// at a time).
         pub const MODEL_CASES: u32 = 12;
 
+        /// Flush interval of multi-process workers (ms): the local server
+        /// answers one request at a time.
+        pub const PROCESS_FLUSH_MS: u64 = 200;
+
         /// A table of its own.
-        pub async fn open(_scratch: &Path) -> Option<Store> {
+        pub async fn open(scratch: &Path) -> Option<Store> {
+            open_shared(scratch, &format!("t{:016x}", rand::random::<u64>())).await
+        }
+
+        /// The table `<id>`.
+        pub async fn open_shared(_scratch: &Path, id: &str) -> Option<Store> {
             let endpoint = crate::service_url("COUNTERS_TEST_DYNAMODB_URL")?;
-            let url = format!("dynamodb://t{:016x}?endpoint={endpoint}&region=us-east-1", rand::random::<u64>());
+            let url = format!("dynamodb://{id}?endpoint={endpoint}&region=us-east-1");
             Some(Store::connect(&url).await.expect("open DynamoDB store"))
         }
     }
@@ -228,6 +288,43 @@ macro_rules! __matrix_row {
 
                 /// Model sequences this pair runs, each way.
                 const MODEL_CASES: u32 = $crate::matrix::model_cases(cache::MODEL_CASES, store::MODEL_CASES);
+
+                const PAIR: &str = concat!(stringify!($cache), "_x_", stringify!($store));
+
+                /// The backends of the multi-process run `id`, as every process opens them.
+                fn open_shared(
+                    id: String,
+                ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<(cache::Cache, store::Store)>> + Send>> {
+                    Box::pin(async move {
+                        let scratch = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+                        Some((cache::open_shared(&id).await?, store::open_shared(scratch, &id).await?))
+                    })
+                }
+
+                fn process_pair() -> $crate::processes::ProcessPair<'static> {
+                    $crate::processes::ProcessPair {
+                        name: PAIR,
+                        module: module_path!(),
+                        scratch: std::path::Path::new(env!("CARGO_TARGET_TMPDIR")),
+                        flush: std::time::Duration::from_millis(store::PROCESS_FLUSH_MS),
+                    }
+                }
+
+                /// Not a case: the worker of the multi-process cases (a no-op unless they spawned it).
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn process_worker() {
+                    $crate::processes::worker(open_shared).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn every_total_once_across_processes() {
+                    $crate::processes::every_total_once_across_processes(&process_pair(), open_shared).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn a_killed_process_loses_and_doubles_nothing() {
+                    $crate::processes::a_killed_process_loses_and_doubles_nothing(&process_pair(), open_shared).await;
+                }
 
                 // The stamped modules sit one level down.
                 $crate::conformance_suite!(setup, model_cases = super::MODEL_CASES);

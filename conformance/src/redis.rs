@@ -15,9 +15,14 @@ pub const LEASE: Duration = Duration::from_secs(1);
 /// under a random prefix, with a [`LEASE`]; `None` (a loud skip) when the
 /// variable is unset outside CI.
 pub async fn redis_cache(url_env: &str) -> Option<RedisCache> {
+    redis_cache_at(url_env, &format!("t{:016x}:", rand::random::<u64>())).await
+}
+
+/// A Redis cache on the server named by `url_env` under `prefix` (several
+/// handles, or processes, share a prefix), with a [`LEASE`].
+pub async fn redis_cache_at(url_env: &str, prefix: &str) -> Option<RedisCache> {
     let url = service_url(url_env)?;
     let target = RedisTarget::parse(&url).expect("test Redis URL parses");
-    let prefix = format!("t{:016x}:", rand::random::<u64>());
     Some(
         RedisCache::connect_with(target, RedisCacheOptions::with_prefix(prefix).lease(LEASE))
             .await

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{Method, StatusCode};
-use common::{Mode, call, get, post, service, service_with};
+use common::{Mode, SetMode, call, get, post, service, service_with};
 use counters_service::ServiceConfig;
 use serde_json::json;
 

@@ -19,15 +19,7 @@ pub fn dynalite_endpoint() -> Option<String> {
 /// A service's URL from `variable`; a missing one fails under CI and skips
 /// loudly elsewhere.
 fn service(variable: &str) -> Option<String> {
-    match std::env::var(variable) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            let ci = matches!(std::env::var("CI").as_deref(), Ok("true" | "1"));
-            assert!(!ci, "{variable} is not set and CI=true: a missing service is a failure");
-            eprintln!("\n*** SKIPPING: {variable} is not set; run ./scripts/test to start it. ***\n");
-            None
-        }
-    }
+    conformance::service_url(variable)
 }
 
 /// A raw SDK client for the local server at `endpoint`.

@@ -8,7 +8,7 @@
 //!
 //! `COUNTERS_TEST_BIN=/path/to/counters` runs the tests against another
 //! build of the binary (to see whether a test fails on an older version).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use conformance::servers::{PrivateMemcached, PrivateRedis, free_port, installed};
+pub use conformance::service_url;
 
 /// The write token every test server is started with.
 pub const TOKEN: &str = "serve-test-token-0123456789";
@@ -257,20 +260,6 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str, token: Optio
     (status, body)
 }
 
-/// The URL in environment variable `variable`; a missing one fails under
-/// `CI=true` and skips loudly elsewhere.
-pub fn service_url(variable: &str) -> Option<String> {
-    match std::env::var(variable) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            let ci = matches!(std::env::var("CI").as_deref(), Ok("true" | "1"));
-            assert!(!ci, "{variable} is not set and CI=true: a missing service is a failure, not a skip");
-            eprintln!("\n*** SKIPPING: {variable} is not set; run ./scripts/test to start its service. ***\n");
-            None
-        }
-    }
-}
-
 /// Something random enough to name a table, prefix or key space.
 pub fn random_name(prefix: &str) -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
@@ -342,89 +331,6 @@ impl Python {
             .expect("run python");
         assert!(out.status.success(), "python {script} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-}
-
-/// A redis-server of the test's own on a free loopback port, in a temporary
-/// directory; killed when dropped.
-pub struct PrivateRedis {
-    pub port: u16,
-    dir: tempfile::TempDir,
-    persistent: bool,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    /// Starts one, or `None` (a failure under CI) if redis-server is not
-    /// installed. A `persistent` one appends every write to its AOF and
-    /// fsyncs it before answering, so a SIGKILL and a restart keep
-    /// everything it acknowledged; otherwise it keeps nothing.
-    pub fn start(persistent: bool) -> Option<PrivateRedis> {
-        if !installed("redis-server") {
-            return None;
-        }
-        let port = free_port();
-        let mut server = PrivateRedis { port, dir: tempfile::tempdir().unwrap(), persistent, child: None };
-        server.restart();
-        Some(server)
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("the server runs").id()
-    }
-
-    /// One command to it: its reply.
-    pub fn command<A: AsRef<[u8]>>(&self, args: &[A]) -> Resp {
-        redis_command(self.port, args)
-    }
-
-    /// Stops the server with SIGKILL.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // A stopped process dies of SIGKILL too.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the server (again) on the same port.
-    pub fn restart(&mut self) {
-        self.kill();
-        let appendonly = if self.persistent { ["--appendonly", "yes"] } else { ["--appendonly", "no"] };
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
-            .args(appendonly)
-            .args(["--appendfsync", "always"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut buf = [0u8; 64];
-                if s.write_all(b"PING\r\n").is_ok()
-                    && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
-                {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server on port {} did not start", self.port);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -504,23 +410,6 @@ pub fn hold_write_lock(file: &Path) -> Guard {
     BufReader::new(child.0.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "locked", "python3 could not lock {}", file.display());
     child
-}
-
-/// Whether `program --version` runs; if not, a failure under `CI=true`
-/// and a loud skip elsewhere.
-pub fn installed(program: &str) -> bool {
-    if Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
-        return true;
-    }
-    let ci = matches!(std::env::var("CI").as_deref(), Ok("true" | "1"));
-    assert!(!ci, "{program} is not installed and CI=true: a missing service is a failure, not a skip");
-    eprintln!("\n*** SKIPPING: {program} is not installed; run ./scripts/test. ***\n");
-    false
-}
-
-/// A free loopback port (nothing listens on it once this returns).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A Redis reply.
@@ -610,65 +499,4 @@ pub fn redis_ports(url: &str) -> Vec<u16> {
         .split(',')
         .map(|host| host.rsplit(':').next().unwrap().parse().unwrap_or_else(|_| panic!("no port in {url}")))
         .collect()
-}
-
-/// A memcached of the test's own on a free loopback port; killed when
-/// dropped.
-pub struct PrivateMemcached {
-    pub port: u16,
-    child: Guard,
-}
-
-impl PrivateMemcached {
-    /// Starts one, or `None` (a failure under CI) if memcached is not
-    /// installed.
-    pub fn start() -> Option<PrivateMemcached> {
-        if !installed("memcached") {
-            return None;
-        }
-        let port = free_port();
-        let mut command = Command::new("memcached");
-        command.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "64"]);
-        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-        if root {
-            command.args(["-u", "root"]);
-        }
-        let child = Guard(command.stdout(Stdio::null()).spawn().expect("start memcached"));
-        let server = PrivateMemcached { port, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.send("mn\r\n").ok().as_deref() != Some("MN") {
-            assert!(Instant::now() < deadline, "memcached on port {port} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(server)
-    }
-
-    pub fn url(&self) -> String {
-        format!("memcache://127.0.0.1:{}", self.port)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Invalidates everything it holds (`flush_all`).
-    pub fn flush_all(&self) {
-        let reply = self.send("flush_all\r\n");
-        assert_eq!(
-            reply.as_ref().ok().map(String::as_str),
-            Some("OK"),
-            "flush_all on memcached {}: {reply:?}",
-            self.port
-        );
-    }
-
-    /// One command line; the first line of the reply.
-    fn send(&self, command: &str) -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.write_all(command.as_bytes())?;
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line)?;
-        Ok(line.trim_end().to_string())
-    }
 }

@@ -3,90 +3,48 @@
 //! store whose failures a test switches on.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
-
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use counters::{
-    ApplyOutcome, Batch, CleanReport, DurableStore, Error, ErrorKind, Key, ListQuery, MemoryCache, MemoryStore,
-    Precision, Result, StoreCapabilities,
-};
+use counters::{MemoryCache, MemoryStore, Result};
 use counters_service::{Service, ServiceConfig};
 use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
 pub const WRITE_TOKEN: &str = "write-token-0123456789";
 pub const READ_TOKEN: &str = "read-token-0123456789";
 
-/// How a [`FaultyStore`] answers.
+/// How the test store answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum Mode {
-    Ok = 0,
-    Unavailable = 1,
-    Permanent = 2,
+    Ok,
+    /// Every call fails transiently (the store is down).
+    Unavailable,
+    /// Every call fails for good.
+    Permanent,
 }
 
-/// A memory store whose calls fail as the test says.
-#[derive(Debug, Default)]
-pub struct FaultyStore {
-    inner: MemoryStore,
-    mode: AtomicU8,
+/// The conformance suite's fault-injecting store over a memory store.
+pub type FaultyStore = conformance::faults::FaultyStore<MemoryStore>;
+
+/// Switching the test store between the [`Mode`]s.
+pub trait SetMode {
+    fn set(&self, mode: Mode);
 }
 
-impl FaultyStore {
-    pub fn set(&self, mode: Mode) {
-        self.mode.store(mode as u8, Ordering::SeqCst);
-    }
-
-    fn check(&self) -> Result<()> {
-        match self.mode.load(Ordering::SeqCst) {
-            0 => Ok(()),
-            1 => Err(Error::new(ErrorKind::Unavailable, "the test store is down")),
-            _ => Err(Error::new(ErrorKind::Permanent, "the test store refuses for good")),
-        }
-    }
-}
-
-#[async_trait]
-impl DurableStore for FaultyStore {
-    fn capabilities(&self) -> StoreCapabilities {
-        self.inner.capabilities()
-    }
-    async fn apply(&self, batch: &Batch) -> Result<ApplyOutcome> {
-        self.check()?;
-        self.inner.apply(batch).await
-    }
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<i64>>> {
-        self.check()?;
-        self.inner.get_many(keys).await
-    }
-    async fn delete(&self, key: &Key) -> Result<bool> {
-        self.check()?;
-        self.inner.delete(key).await
-    }
-    async fn list(&self, query: &ListQuery) -> Result<Vec<(Key, i64)>> {
-        self.check()?;
-        self.inner.list(query).await
-    }
-    async fn series(&self, key: &Key, precision: Precision, from: i64, to: i64) -> Result<Vec<(i64, i64)>> {
-        self.check()?;
-        self.inner.series(key, precision, from, to).await
-    }
-    async fn clean(&self, precision: Precision, cutoff: i64) -> Result<CleanReport> {
-        self.check()?;
-        self.inner.clean(precision, cutoff).await
+impl SetMode for FaultyStore {
+    fn set(&self, mode: Mode) {
+        self.set_down(mode == Mode::Unavailable);
+        self.set_refusing(mode == Mode::Permanent);
     }
 }
 
 /// A service over a memory cache and a [`FaultyStore`].
 pub fn service_with(config: ServiceConfig) -> (Service, Arc<FaultyStore>) {
-    let store = Arc::new(FaultyStore::default());
+    let store = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
     let service = Service::new(Arc::new(MemoryCache::new()), store.clone(), config).expect("the service builds");
     (service, store)
 }
