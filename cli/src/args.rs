@@ -1,6 +1,7 @@
 //! Command-line arguments.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -153,11 +154,22 @@ pub enum Command {
 }
 
 /// Options of `counters serve`.
+///
+/// `--listen`, `--flush-interval`, `--time-sliced` and `--max-pending` may
+/// also come from the `--config` file: an option given on the command line
+/// (or by its environment variable) wins over the file, and the file over the
+/// defaults.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on. A non-loopback address needs --token.
-    #[arg(long, env = "COUNTERS_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
-    pub listen: SocketAddr,
+    /// A TOML configuration file: families of counters with policies of
+    /// their own (`[[family]]` tables), and listen, flush_interval,
+    /// time_sliced, max_pending. Options given here win over it.
+    #[arg(long, env = "COUNTERS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080). A non-loopback address
+    /// needs --token.
+    #[arg(long, env = "COUNTERS_LISTEN", value_parser = parse_listen)]
+    pub listen: Option<SocketAddr>,
     /// Bearer token required for writes (and accepted for reads). Prefer the
     /// environment variable: arguments are visible to other local users. An
     /// empty token is refused.
@@ -175,50 +187,48 @@ pub struct ServeArgs {
     /// naming another Host are 421, writes from another Origin 403.
     #[arg(long = "allowed-host", value_name = "NAME[:PORT]", env = "COUNTERS_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
-    /// Seconds a client may take to send a request head (and an idle
+    /// How long a client may take to send a request head (and an idle
     /// kept-alive connection may stay open); the connection is closed beyond.
-    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    /// Seconds, or a duration like 250ms, 2s, 5m.
+    #[arg(long, default_value = "10", value_parser = parse_duration)]
     pub header_timeout: Duration,
-    /// Seconds a client may take to send a request body (408 beyond).
-    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    /// How long a client may take to send a request body (408 beyond).
+    /// Seconds, or a duration like 250ms, 2s, 5m.
+    #[arg(long, default_value = "10", value_parser = parse_duration)]
     pub body_timeout: Duration,
-    /// Seconds an answer may wait on a client that reads nothing before the
-    /// connection is closed.
-    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    /// How long an answer may wait on a client that reads nothing before the
+    /// connection is closed. Seconds, or a duration like 250ms, 2s, 5m.
+    #[arg(long, default_value = "10", value_parser = parse_duration)]
     pub write_timeout: Duration,
     /// Most connections served at once; more wait in the listen backlog.
     #[arg(long, default_value_t = counters_service::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
-    /// Write-behind age bound of every counter, in seconds.
-    #[arg(long, default_value = "10", value_parser = parse_seconds)]
-    pub flush_interval: Duration,
-    /// Count every increment into time slices unless the request says otherwise.
+    /// Write-behind age bound of the counters in no family of the --config
+    /// file (and of families that give no interval); default 10. Seconds,
+    /// or a duration like 250ms, 2s, 5m.
+    #[arg(long, value_parser = parse_duration)]
+    pub flush_interval: Option<Duration>,
+    /// Count every increment into time slices unless the request says
+    /// otherwise (--time-sliced=false overrides the --config file).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub time_sliced: Option<bool>,
+    /// Most cells pending before increments get 503 backpressure (default
+    /// 1000000).
     #[arg(long)]
-    pub time_sliced: bool,
-    /// Most cells pending before increments get 503 backpressure.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub max_pending: u64,
+    pub max_pending: Option<u64>,
     /// Most bytes of a request body.
     #[arg(long, default_value_t = counters_service::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
 }
 
-/// `HOST:PORT`, with a host name resolved (`localhost:8080`).
+/// `HOST:PORT`, with a host name resolved (`localhost:8080`), as the
+/// configuration file takes it.
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
-    }
-    text.to_socket_addrs()
-        .map_err(|e| format!("{text:?} is not HOST:PORT: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{text:?} resolves to no address"))
+    counters_service::parse_listen(text)
 }
 
-/// Seconds above zero, decimals allowed (`0.5`).
-fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let secs: f64 = text.parse().map_err(|e| format!("{text:?} is not a number of seconds: {e}"))?;
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(format!("{text:?} must be above zero"));
-    }
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
+/// A duration above zero, as the configuration file takes it: seconds
+/// (`0.5`) or a number with a unit (`250ms`, `2s`, `5m`, `1h`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    counters_service::parse_duration(text)
 }

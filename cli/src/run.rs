@@ -216,12 +216,12 @@ fn print(json: bool, value: serde_json::Value, text: String) {
     }
 }
 
-/// `counters serve`: checks the settings and binds the listen address
-/// before opening any backend (so a bad setting or an address in use
-/// creates no file), then serves until SIGINT or SIGTERM and drains.
+/// `counters serve`: reads the `--config` file, checks the settings and
+/// binds the listen address before opening any backend (so a bad setting or
+/// an address in use creates no file), then serves until SIGINT or SIGTERM
+/// and drains.
 async fn serve(cache: &str, store: &str, journal: std::path::PathBuf, args: ServeArgs) -> Result<Outcome> {
-    let config = counters_service::ServiceConfig {
-        listen: args.listen,
+    let mut config = counters_service::ServiceConfig {
         // An empty token is kept, so that validate refuses it.
         token: args.token,
         read_token: args.read_token,
@@ -232,12 +232,25 @@ async fn serve(cache: &str, store: &str, journal: std::path::PathBuf, args: Serv
         body_timeout: args.body_timeout,
         write_timeout: args.write_timeout,
         max_connections: args.max_connections,
-        flush_interval: args.flush_interval,
-        time_sliced: args.time_sliced,
-        max_pending: args.max_pending,
         spill_journal: Some(journal),
         ..counters_service::ServiceConfig::default()
     };
+    // The defaults, then the file, then the options (and their variables).
+    if let Some(path) = &args.config {
+        counters_service::ConfigFile::load(path)?.apply(&mut config);
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(interval) = args.flush_interval {
+        config.flush_interval = interval;
+    }
+    if let Some(sliced) = args.time_sliced {
+        config.time_sliced = sliced;
+    }
+    if let Some(cells) = args.max_pending {
+        config.max_pending = cells;
+    }
     config.validate()?;
     let listener = counters_service::listen(config.listen).await?;
     let cache = counters::cache_from_url(cache).await?;

@@ -103,7 +103,9 @@ impl PolicyBody {
 }
 
 impl IncrBody {
-    fn options(&self, service_sliced: bool) -> Result<IncrOptions, ApiError> {
+    /// The increment's options: what the body says, the counter's family
+    /// (the service's defaults, or its config file's families) otherwise.
+    fn options(&self) -> Result<IncrOptions, ApiError> {
         let mut options = IncrOptions::new();
         if let Some(d) = self.default {
             options = options.default_value(d);
@@ -121,7 +123,6 @@ impl IncrBody {
             }
             (Some(false), None) => options.time_sliced = Some(false),
             (Some(true), at) | (None, at @ Some(_)) => options = options.time_sliced(at),
-            (None, None) if service_sliced => options = options.time_sliced(None),
             (None, None) => {}
         }
         Ok(options)
@@ -139,7 +140,7 @@ async fn incr(
     if let Err(e) = Params::new(uri.query(), &[]) {
         return e.into_response();
     }
-    let options = match body.options(state.info.time_sliced) {
+    let options = match body.options() {
         Ok(options) => options,
         Err(e) => return e.into_response(),
     };

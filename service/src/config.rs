@@ -1,10 +1,10 @@
-//! What a service is started with: where it listens, its tokens, its limits
-//! and the counters' defaults.
+//! What a service is started with: where it listens, its tokens, its limits,
+//! the counters' defaults and the families with policies of their own.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use counters::{DEFAULT_INTERVAL, Error, ErrorKind, Result, TimeSlices};
+use counters::{DEFAULT_INTERVAL, Error, ErrorKind, Family, Key, Policy, Result, TimeSlices};
 
 /// The default listen address: loopback, port 8080.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -73,6 +73,142 @@ pub struct ServiceConfig {
     /// The spill journal: where shutdown writes what the store did not take
     /// (see `CountersBuilder::spill_journal`). None: no journal.
     pub spill_journal: Option<std::path::PathBuf>,
+    /// Families of counters (a namespace, or the names of a namespace that
+    /// start with a prefix) with a policy of their own; every other counter
+    /// is in the default family ([`flush_interval`](Self::flush_interval),
+    /// [`time_sliced`](Self::time_sliced)). The longest matching prefix wins.
+    pub families: Vec<FamilyConfig>,
+}
+
+/// When the counters of a [`FamilyConfig`] are written to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamilyPolicy {
+    /// Write-through: the store is updated before the increment answers.
+    Immediate,
+    /// Write-behind: at the latest after `interval` (the service's flush
+    /// interval when `None`), or as soon as a counter's pending delta
+    /// reaches `threshold` in magnitude.
+    Batched {
+        /// The age bound; `None`: the service's flush interval.
+        interval: Option<Duration>,
+        /// The batch-size bound, if any.
+        threshold: Option<u64>,
+    },
+}
+
+/// The settings of one family: the counters of `namespace` whose names start
+/// with `prefix` (every name when empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyConfig {
+    /// The namespace (empty: the default namespace).
+    pub namespace: String,
+    /// The name prefix (empty: the whole namespace).
+    pub prefix: String,
+    /// The write-behind policy.
+    pub policy: FamilyPolicy,
+    /// Count increments into time slices; `None`: as the service does
+    /// ([`ServiceConfig::time_sliced`]). A request's own `sliced` field
+    /// wins over both.
+    pub time_sliced: Option<bool>,
+    /// Also count increments into the key's ancestors (`a:b:c` into `a:b`
+    /// and `a`).
+    pub rollup: bool,
+}
+
+impl FamilyConfig {
+    /// The family of a service whose default family flushes every
+    /// `flush_interval` and counts into time slices when `time_sliced`.
+    /// Fails on a zero interval or threshold.
+    pub fn family(&self, flush_interval: Duration, time_sliced: bool) -> Result<Family> {
+        let policy = match self.policy {
+            FamilyPolicy::Immediate => Policy::immediate(),
+            FamilyPolicy::Batched { interval, threshold } => {
+                let policy = Policy::interval(interval.unwrap_or(flush_interval))?;
+                match threshold {
+                    Some(t) => policy.with_threshold(t)?,
+                    None => policy,
+                }
+            }
+        };
+        let family = Family { policy, time_sliced: self.time_sliced.unwrap_or(time_sliced), rollup: self.rollup };
+        Ok(family)
+    }
+
+    /// Checks the namespace and prefix by the rules of keys, and that an
+    /// interval and a threshold are above zero. The message names the
+    /// family.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |message: String| Error::new(ErrorKind::Config, format!("{self}: {message}"));
+        Key::validate_namespace(&self.namespace).map_err(|e| fail(format!("bad namespace: {}", e.message())))?;
+        Key::validate_prefix(&self.prefix).map_err(|e| fail(format!("bad prefix: {}", e.message())))?;
+        if let FamilyPolicy::Batched { interval, threshold } = self.policy {
+            if interval.is_some_and(|i| i.is_zero()) {
+                return Err(fail(
+                    "the interval must be above zero (for write-through, use the immediate policy)".into(),
+                ));
+            }
+            if threshold == Some(0) {
+                return Err(fail("the threshold must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for FamilyConfig {
+    /// `family namespace "clicks", prefix "ad:"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "family namespace {:?}, prefix {:?}", self.namespace, self.prefix)
+    }
+}
+
+/// `HOST:PORT`, with a host name resolved (`localhost:8080`): the listen
+/// address as `counters serve --listen` and the configuration file take it.
+pub fn parse_listen(text: &str) -> std::result::Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not HOST:PORT: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+/// A duration above zero: a number of seconds (`10`, `0.5`), or a number
+/// with a unit, `ms`, `s`, `m` or `h` (`250ms`, `2s`, `1.5m`, `1h`): the
+/// durations of `counters serve`'s options and of the configuration file.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration (seconds, or a number with ms, s, m or h: 250ms, 2s, 5m)");
+    let (number, unit_nanos): (&str, u128) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1_000_000)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1_000_000_000)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60_000_000_000)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 3_600_000_000_000)
+    } else {
+        (text, 1_000_000_000)
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
+        return Err(bad());
+    }
+    // Exact decimal arithmetic: `0.1s` is 100 ms, not the nearest double.
+    let too_long = || format!("{text:?} is too long a duration");
+    let mut nanos: u128 = if whole.is_empty() { 0 } else { whole.parse::<u128>().map_err(|_| too_long())? };
+    nanos = nanos.checked_mul(unit_nanos).ok_or_else(too_long)?;
+    let mut scale = unit_nanos;
+    for digit in fraction.bytes() {
+        scale /= 10;
+        nanos += u128::from(digit - b'0') * scale;
+    }
+    if nanos == 0 {
+        return Err(format!("{text:?} must be above zero"));
+    }
+    let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| too_long())?;
+    Ok(Duration::new(secs, (nanos % 1_000_000_000) as u32))
 }
 
 impl Default for ServiceConfig {
@@ -95,6 +231,7 @@ impl Default for ServiceConfig {
             time_slices: TimeSlices::default(),
             max_pending: 1_000_000,
             spill_journal: None,
+            families: Vec::new(),
         }
     }
 }
@@ -103,7 +240,9 @@ impl ServiceConfig {
     /// Checks the settings: tokens are non-empty visible ASCII without
     /// spaces, a read token comes with a write token, a non-loopback address
     /// has a write token, the allowed hosts are host names (or `name:port`),
-    /// limits and timeouts are above zero.
+    /// limits and timeouts are above zero, every family is valid
+    /// ([`FamilyConfig::validate`]) and no two name the same namespace and
+    /// prefix.
     pub fn validate(&self) -> Result<()> {
         for (name, env, token) in
             [("--token", "COUNTERS_TOKEN", &self.token), ("--read-token", "COUNTERS_READ_TOKEN", &self.read_token)]
@@ -167,6 +306,12 @@ impl ServiceConfig {
         if self.flush_interval.is_zero() {
             return Err(Error::new(ErrorKind::Config, "the flush interval must be above zero"));
         }
+        for (i, family) in self.families.iter().enumerate() {
+            family.validate()?;
+            if self.families[..i].iter().any(|f| f.namespace == family.namespace && f.prefix == family.prefix) {
+                return Err(Error::new(ErrorKind::Config, format!("{family} is given twice")));
+            }
+        }
         Ok(())
     }
 
@@ -223,5 +368,65 @@ mod tests {
         c.validate().unwrap();
         let v6 = ServiceConfig { listen: "[::1]:0".parse().unwrap(), ..ServiceConfig::default() };
         v6.validate().unwrap();
+    }
+
+    #[test]
+    fn durations_are_seconds_or_numbers_with_a_unit() {
+        let ok = |text: &str| parse_duration(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(ok("10"), Duration::from_secs(10));
+        assert_eq!(ok("0.5"), Duration::from_millis(500));
+        assert_eq!(ok("250ms"), Duration::from_millis(250));
+        assert_eq!(ok("0.1s"), Duration::from_millis(100), "exact, not the nearest double");
+        assert_eq!(ok("2s"), Duration::from_secs(2));
+        assert_eq!(ok("1.5m"), Duration::from_secs(90));
+        assert_eq!(ok("1h"), Duration::from_secs(3600));
+        assert_eq!(ok(".5s"), Duration::from_millis(500));
+        assert_eq!(ok("1.0000000019s"), Duration::new(1, 1), "below a nanosecond is cut");
+        for bad in ["", "s", ".", "ms", "1 s", " 1s", "-1s", "+1", "1e3", "inf", "NaN", "1d", "1.2.3s", "1sec"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("is not a duration"), "{bad:?}: {e}");
+        }
+        for zero in ["0", "0s", "0.0ms", "0.0000000001s"] {
+            assert!(parse_duration(zero).unwrap_err().contains("must be above zero"), "{zero:?}");
+        }
+        assert!(parse_duration("99999999999999999999999h").unwrap_err().contains("too long"));
+        assert!(parse_duration(&format!("{}s", u64::MAX as u128 + 1)).unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn families_are_validated_and_duplicates_refused() {
+        let family = |namespace: &str, prefix: &str, policy| FamilyConfig {
+            namespace: namespace.into(),
+            prefix: prefix.into(),
+            policy,
+            time_sliced: None,
+            rollup: false,
+        };
+        let batched = |interval, threshold| FamilyPolicy::Batched { interval, threshold };
+        let mut c = ServiceConfig {
+            families: vec![family("a", "", FamilyPolicy::Immediate), family("a", "x", batched(None, Some(3)))],
+            ..ServiceConfig::default()
+        };
+        c.validate().unwrap();
+        c.families.push(family("a", "", batched(None, None)));
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.to_string().contains(r#"family namespace "a", prefix "" is given twice"#), "{e}");
+        c.families = vec![FamilyConfig { time_sliced: Some(false), ..family("a", "", FamilyPolicy::Immediate) }];
+        c.validate().unwrap();
+        c.time_sliced = true;
+        c.validate().unwrap();
+        c.families[0].time_sliced = Some(true);
+        c.validate().unwrap();
+        for (bad, message) in [
+            (family("a/b", "", FamilyPolicy::Immediate), "bad namespace"),
+            (family("a", "\u{7}", FamilyPolicy::Immediate), "bad prefix"),
+            (family("a", "", batched(Some(Duration::ZERO), None)), "the interval must be above zero"),
+            (family("a", "", batched(None, Some(0))), "the threshold must be at least 1"),
+        ] {
+            c.families = vec![bad];
+            let e = c.validate().unwrap_err();
+            assert!(e.to_string().contains(message), "{e}");
+        }
     }
 }

@@ -30,6 +30,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 mod config;
+pub mod config_file;
 pub mod errors;
 mod guard;
 mod head_errors;
@@ -55,8 +56,10 @@ use counters::{CacheLayer, Counters, DurableStore, Family, Policy, Result};
 
 pub use config::{
     DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_WRITE_TIMEOUT, MAX_KEYS_PER_REQUEST, MAX_LIST_LIMIT, ServiceConfig,
+    DEFAULT_WRITE_TIMEOUT, FamilyConfig, FamilyPolicy, MAX_KEYS_PER_REQUEST, MAX_LIST_LIMIT, ServiceConfig,
+    parse_duration, parse_listen,
 };
+pub use config_file::ConfigFile;
 pub use errors::ApiError;
 pub use server::{listen, shutdown_signal};
 pub use state::{AppState, ServiceInfo};
@@ -99,6 +102,9 @@ impl Service {
             .default_family(family)
             .time_slices(config.time_slices.clone())
             .max_pending(config.max_pending);
+        for f in &config.families {
+            builder = builder.family(&f.namespace, &f.prefix, f.family(config.flush_interval, config.time_sliced)?);
+        }
         if let Some(journal) = &config.spill_journal {
             builder = builder.spill_journal(journal);
         }

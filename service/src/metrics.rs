@@ -24,9 +24,11 @@
 //! | `counters_http_requests_total{method,route,status}` | counter | every request |
 //! | `counters_http_request_duration_seconds{method,route}` | histogram | every request |
 //!
-//! Snapshot-fed series are recorded on each scrape, so they are as fresh as
-//! the engine's last reading of the cache (its flusher pass, at most a
-//! second old).
+//! Snapshot-fed series are the `counters` facade's (`counters::metrics`,
+//! cargo feature `metrics`), so a service embedding the library exports the
+//! same ones. They are recorded on each scrape, so they are as fresh as the
+//! engine's last reading of the cache (its flusher pass, at most a second
+//! old).
 
 use std::time::{Duration, Instant};
 
@@ -34,7 +36,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use counters::MetricsSnapshot;
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::state::AppState;
@@ -97,65 +99,17 @@ impl ServiceMetrics {
         });
     }
 
-    /// Records the engine's snapshot and renders everything in the
-    /// Prometheus text format.
+    /// Records the engine's snapshot ([`counters::metrics::record`]) and
+    /// renders everything in the Prometheus text format.
     pub fn scrape(&self, snapshot: &MetricsSnapshot) -> String {
-        self.with(|| {
-            counter!("counters_increments_total").absolute(snapshot.increments);
-            counter!("counters_flushed_batches_total").absolute(snapshot.batches_flushed);
-            counter!("counters_flushed_cells_total").absolute(snapshot.cells_flushed);
-            counter!("counters_flush_retries_total").absolute(snapshot.retries);
-            counter!("counters_flush_failures_total").absolute(snapshot.failures);
-            counter!("counters_recovered_claims_total").absolute(snapshot.recovered_claims);
-            counter!("counters_backpressure_rejections_total").absolute(snapshot.backpressure_rejections);
-            counter!("counters_store_applies_total").absolute(snapshot.store_applies);
-            counter!("counters_age_bound_exceeded_total").absolute(snapshot.age_bound_exceeded);
-            gauge!("counters_pending_cells").set(snapshot.pending_cells as f64);
-            gauge!("counters_oldest_pending_age_seconds")
-                .set(snapshot.oldest_pending_age.map_or(0.0, |age| age.as_secs_f64()));
-            gauge!("counters_last_flush_error").set(if snapshot.last_error.is_some() { 1.0 } else { 0.0 });
-            gauge!("counters_held_batches").set(snapshot.held_batches as f64);
-            gauge!("counters_refused_cells").set(snapshot.refused_cells as f64);
-            gauge!("counters_open_claims").set(snapshot.open_claims as f64);
-            gauge!("counters_store_failed").set(if snapshot.store_failure.is_some() { 1.0 } else { 0.0 });
-        });
+        self.with(|| counters::metrics::record(snapshot));
         self.handle.render()
     }
 }
 
+/// Describes the engine's series (the facade's) and the service's own.
 fn describe() {
-    describe_counter!("counters_increments_total", "Increments accepted.");
-    describe_counter!(
-        "counters_flushed_batches_total",
-        "Batches the store applied (one found applied already is not counted again)."
-    );
-    describe_counter!("counters_flushed_cells_total", "Cells (counters and time buckets) written by flushes.");
-    describe_counter!("counters_flush_retries_total", "Store calls retried after a transient error.");
-    describe_counter!("counters_flush_failures_total", "Store calls that failed for good.");
-    describe_counter!("counters_recovered_claims_total", "Claims of a dead flusher applied by this one.");
-    describe_counter!("counters_backpressure_rejections_total", "Increments refused with backpressure.");
-    describe_counter!("counters_store_applies_total", "Calls to the store's apply.");
-    describe_counter!(
-        "counters_age_bound_exceeded_total",
-        "Cells found pending longer than their policy's age bound plus two flusher ticks: the store is not keeping up."
-    );
-    describe_gauge!("counters_pending_cells", "Cells with a pending delta at the engine's last reading.");
-    describe_gauge!(
-        "counters_oldest_pending_age_seconds",
-        Unit::Seconds,
-        "Age of the oldest pending delta (flush lag); 0 when nothing is pending."
-    );
-    describe_gauge!(
-        "counters_last_flush_error",
-        "1 from a failed store call of the flusher until one succeeds again, else 0."
-    );
-    describe_gauge!(
-        "counters_held_batches",
-        "Batches claimed and not landed in full (being applied, retried, or holding refused cells)."
-    );
-    describe_gauge!("counters_refused_cells", "Cells the store refused for good, held and retried on a slow schedule.");
-    describe_gauge!("counters_open_claims", "Claims recorded in the cache and not acknowledged, every process's.");
-    describe_gauge!("counters_store_failed", "1 while the store fails for good and flushing has stopped, else 0.");
+    counters::metrics::describe();
     describe_histogram!(
         "counters_store_call_duration_seconds",
         Unit::Seconds,

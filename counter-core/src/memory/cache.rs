@@ -12,6 +12,7 @@ use crate::cache::{CacheCapabilities, CacheIncr, CacheLayer, CacheStats, CachedV
 use crate::cell::{Cell, SliceId};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::Key;
+#[cfg(any(test, feature = "testing"))]
 use crate::testing::{CacheFaults, CachePart};
 
 use super::dirty_index::DirtyIndex;
@@ -422,6 +423,8 @@ impl CacheLayer for MemoryCache {
     }
 }
 
+/// Test hooks (cargo feature `testing`).
+#[cfg(any(test, feature = "testing"))]
 #[async_trait]
 impl CacheFaults for MemoryCache {
     async fn lose_everything(&self) -> Result<()> {

@@ -37,7 +37,8 @@ impl DirtyIndex {
         self.by_time.remove(&(stamp, cell.clone()));
     }
 
-    /// Forgets everything.
+    /// Forgets everything (a test hook's data loss).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn clear(&mut self) {
         self.by_time.clear();
         self.by_name.clear();
