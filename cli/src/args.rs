@@ -37,19 +37,23 @@ pub struct Args {
 fn cache_help() -> String {
     let mut schemes = vec!["memory://"];
     if cfg!(feature = "redis") {
-        schemes.extend(["redis://HOST:PORT", "redis+cluster://HOST:PORT,HOST:PORT"]);
+        schemes.extend([
+            "redis://HOST:PORT",
+            "redis+cluster://HOST:PORT,HOST:PORT",
+            "rediss:// and rediss+cluster:// (TLS; ?ca=PEM)",
+        ]);
     }
     if cfg!(feature = "memcache") {
         schemes.push("memcache://HOST:PORT");
     }
-    format!("Cache URL: {}", schemes.join(", "))
+    format!("Cache URL: {}. Options as URL parameters (timeouts, pool sizes; see the README)", schemes.join(", "))
 }
 
 /// The help of `--store`: every store scheme this build has.
 fn store_help() -> String {
     let mut schemes = vec!["sqlite://PATH", "memory:// (not durable)"];
     if cfg!(feature = "redis") {
-        schemes.push("redis://HOST:PORT");
+        schemes.push("redis://HOST:PORT (or rediss:// over TLS)");
     }
     if cfg!(feature = "dynamo") {
         schemes.push("dynamodb://TABLE?region=R");

@@ -154,11 +154,17 @@ fn help_names_every_backend_compiled_in() {
     let o = counters(dir.path(), &["--help"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let help = stdout(&o);
-    let line = |flag: &str| help.lines().skip_while(|l| !l.trim_start().starts_with(flag)).take(1).collect::<String>();
+    // A flag's help, over the lines clap wraps it into (up to the next flag).
+    let line = |flag: &str| {
+        let mut lines = help.lines().skip_while(|l| !l.trim_start().starts_with(flag));
+        let first = lines.next().unwrap_or_default().to_string();
+        lines.take_while(|l| !l.trim_start().starts_with('-')).fold(first, |all, l| all + " " + l.trim())
+    };
     let (cache, store) = (line("--cache"), line("--store"));
     assert!(cache.contains("memory://"), "{cache}");
     assert!(store.contains("sqlite://") && store.contains("memory://"), "{store}");
     assert_eq!(cache.contains("redis://") && cache.contains("redis+cluster://"), cfg!(feature = "redis"), "{cache}");
+    assert_eq!(cache.contains("rediss://"), cfg!(feature = "redis"), "{cache}");
     assert_eq!(store.contains("redis://"), cfg!(feature = "redis"), "{store}");
     assert_eq!(cache.contains("memcache://"), cfg!(feature = "memcache"), "{cache}");
     assert_eq!(store.contains("dynamodb://"), cfg!(feature = "dynamo"), "{store}");
