@@ -16,11 +16,15 @@ pub struct CacheCapabilities {
     /// Short name for logs and test names (`memory`, `redis`, ...).
     pub name: &'static str,
     /// Several processes can share this cache (and see each other's totals).
+    /// The engine keeps what shutdown could not flush in the cache then,
+    /// instead of a spill journal.
     pub shared: bool,
-    /// Claims are atomic across processes (two flushers never take the same delta).
+    /// Claims are atomic (two flushers never take the same delta). The
+    /// conformance suite races two flushers over caches that claim it.
     pub atomic_claim: bool,
     /// Claims survive the death of the process that made them, so another
-    /// process can recover them.
+    /// process can recover them. With `shared`, the conformance suite runs
+    /// its multi-process and SIGKILL cases over caches that claim it.
     pub durable_claims: bool,
     /// Most cells worth claiming in one call.
     pub max_claim: usize,
