@@ -18,10 +18,16 @@ tls_password=counters-acl-secret
 tls_cli() { redis-cli --tls --cacert "$tls_dir/certs/ca.crt" -h 127.0.0.1 "$@"; }
 tls_ping() { tls_cli -p "$1" ping 2>/dev/null | grep -q PONG; }
 
+# Stops whatever TLS redis answers on a port, whichever CA signed its
+# certificate (one started by another checkout of the project, say).
+tls_stop() {
+    redis-cli --tls --insecure -h 127.0.0.1 -p "$1" shutdown nosave >/dev/null 2>&1 || true
+}
+
 tls_stop_all() {
     local port
     for port in $tls_port $tls_cluster_ports; do
-        tls_cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+        tls_stop "$port"
     done
 }
 
@@ -54,6 +60,8 @@ tls_start() {
     local port=$1 dir=$2 certs="$tls_dir/certs"
     shift 2
     tls_ping "$port" && return
+    # Something else holds the port (a server with other certificates).
+    tls_stop "$port"
     mkdir -p "$dir"
     redis-server --daemonize yes --bind 127.0.0.1 --port 0 --tls-port "$port" \
         --tls-cert-file "$certs/server.crt" --tls-key-file "$certs/server.key" --tls-ca-cert-file "$certs/ca.crt" \
@@ -78,7 +86,7 @@ tls_cluster_up() {
     tls_cluster_ok && return
     local port nodes=""
     for port in $tls_cluster_ports; do
-        tls_cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+        tls_stop "$port"
     done
     sleep 0.3
     rm -rf "$tls_dir/cluster"
