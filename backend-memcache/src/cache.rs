@@ -7,8 +7,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use counter_core::{
-    Batch, BatchId, CacheCapabilities, CacheIncr, CacheLayer, CacheStats, CachedValue, Cell, DirtyCell, Error,
-    ErrorKind, Key, Result, SliceId,
+    Batch, BatchId, CacheCapabilities, CacheIncr, CacheIncrOnce, CacheLayer, CacheStats, CachedValue, Cell, DirtyCell,
+    Error, ErrorKind, Key, Once, Result, SliceId,
 };
 
 use crate::client::{Client, ClientConfig, Pipeline, Reply, Status};
@@ -312,6 +312,14 @@ impl CacheLayer for MemcacheCache {
 
     async fn incr(&self, key: &Key, delta: i64) -> Result<CacheIncr> {
         self.add_to_total(key, delta).await.map_err(|e| e.or_key(key))
+    }
+
+    async fn incr_once(&self, key: &Key, delta: i64, once: &Once) -> Result<CacheIncrOnce> {
+        self.add_once(key, delta, once).await
+    }
+
+    async fn forget_once(&self, key: &Key, idempotency_key: &str) -> Result<()> {
+        self.forget_key(key, idempotency_key).await
     }
 
     async fn load(&self, key: &Key, durable: i64, extra: i64) -> Result<i64> {

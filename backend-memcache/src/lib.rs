@@ -44,6 +44,7 @@ mod dirty;
 mod faults;
 mod layout;
 mod lineage;
+mod once;
 mod options;
 mod rebase;
 mod values;

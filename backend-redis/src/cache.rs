@@ -10,8 +10,8 @@ use async_trait::async_trait;
 #[cfg(feature = "testing")]
 use counter_core::testing::{CacheFaults, CachePart};
 use counter_core::{
-    Batch, BatchEntry, BatchId, CacheCapabilities, CacheIncr, CacheLayer, CacheStats, CachedValue, Cell, DirtyCell,
-    Error, ErrorKind, Key, Result, SliceId, now_ms,
+    Batch, BatchEntry, BatchId, CacheCapabilities, CacheIncr, CacheIncrOnce, CacheLayer, CacheStats, CachedValue, Cell,
+    DirtyCell, Error, ErrorKind, Key, Once, Result, SliceId, now_ms,
 };
 use dashmap::DashMap;
 use futures_util::future::try_join_all;
@@ -591,6 +591,51 @@ impl CacheLayer for RedisCache {
             }
             _ => Err(corrupt(key, &format!("{reply:?}"))),
         }
+    }
+
+    async fn incr_once(&self, key: &Key, delta: i64, once: &Once) -> Result<CacheIncrOnce> {
+        let sent = Instant::now();
+        let shard = self.layout.shard_of(key);
+        let keys = [
+            self.layout.counter_value(key),
+            self.layout.dirty(shard),
+            self.layout.live(shard),
+            self.layout.named(shard),
+            self.layout.once_record(key, &once.key),
+        ];
+        let args = [
+            delta.to_string(),
+            now_ms().to_string(),
+            member(&Cell::Counter(key.clone())),
+            once.fingerprint.to_string(),
+            once.retention.as_millis().max(1).to_string(),
+        ];
+        let reply: Vec<Vec<u8>> = self.invoke(&self.scripts.once, &keys, &args).await.map_err(|e| e.with_key(key))?;
+        match reply.as_slice() {
+            [status] if status == b"missing" => Ok(CacheIncrOnce::Missing),
+            [status] if status == b"overflow" => Err(overflow(key)),
+            [status, record] if status == b"repeated" => {
+                let bad = || corrupt(key, &format!("idempotency record {record:?}"));
+                let space = record.iter().position(|&b| b == b' ').ok_or_else(bad)?;
+                let fingerprint = std::str::from_utf8(&record[..space]).ok().and_then(|f| f.parse().ok());
+                let total = <[u8; 8]>::try_from(&record[space + 1..]).ok().map(i64::from_be_bytes);
+                match (fingerprint, total) {
+                    (Some(fingerprint), Some(total)) => Ok(CacheIncrOnce::Repeated { total, fingerprint }),
+                    _ => Err(bad()),
+                }
+            }
+            [status, fields] if status == b"ok" => {
+                self.note_lease(key, sent);
+                let (total, flushed) = pair(fields, key)?;
+                Ok(CacheIncrOnce::Applied { total, pending: i128::from(total) - i128::from(flushed) })
+            }
+            _ => Err(corrupt(key, &format!("{reply:?}"))),
+        }
+    }
+
+    async fn forget_once(&self, key: &Key, idempotency_key: &str) -> Result<()> {
+        let _: i64 = self.command(redis::cmd("DEL").arg(self.layout.once_record(key, idempotency_key))).await?;
+        Ok(())
     }
 
     async fn load(&self, key: &Key, durable: i64, extra: i64) -> Result<i64> {

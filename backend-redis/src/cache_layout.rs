@@ -90,6 +90,15 @@ impl Layout {
         self.key_of_counter(self.shard_of(key), "v:", key)
     }
 
+    /// The record of an idempotency key of a counter's increments, under
+    /// the counter's hash tag (so one script sees both).
+    pub(crate) fn once_record(&self, key: &Key, idempotency_key: &str) -> String {
+        let mut record = self.key_of_counter(self.shard_of(key), "o:", key);
+        record.push('\0');
+        record.push_str(idempotency_key);
+        record
+    }
+
     /// What a shard's counter strings start with (the key follows).
     pub(crate) fn value_prefix(&self, shard: usize) -> String {
         self.key_in(shard, "v:", "")

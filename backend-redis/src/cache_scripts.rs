@@ -116,6 +116,25 @@ if ARGV[1] ~= '0' then mark(KEYS[2], KEYS[4], ARGV[2], ARGV[3]) end
 return {'ok', redis.call('GETRANGE', KEYS[1], 8, 23)}
 "#;
 
+/// `once`: an increment with an idempotency key. KEYS = counter string,
+/// dirty set, live set, named set, the key's record; ARGV = delta, now,
+/// member, the request's fingerprint, retention in ms. A record found is
+/// answered as it is: `{'repeated', record}`, nothing added. Otherwise as
+/// `register`, and the record, `<fingerprint> <total as 8 big-endian
+/// bytes>` (Lua numbers are doubles: the total stays bytes), is set in the
+/// same script: `{'ok', total and mark}`.
+const ONCE: &str = r#"
+local seen = redis.call('GET', KEYS[5])
+if seen then return {'repeated', seen} end
+if not fields(KEYS[1]) then return {'missing'} end
+local r = redis.call('BITFIELD', KEYS[1], 'OVERFLOW', 'FAIL', 'INCRBY', 'i64', '#1', ARGV[1])
+if not r[1] then return {'overflow'} end
+redis.call('ZADD', KEYS[3], 'GT', server_ms(), ARGV[3])
+if ARGV[1] ~= '0' then mark(KEYS[2], KEYS[4], ARGV[2], ARGV[3]) end
+redis.call('SET', KEYS[5], ARGV[4] .. ' ' .. redis.call('GETRANGE', KEYS[1], 8, 15), 'PX', ARGV[5])
+return {'ok', redis.call('GETRANGE', KEYS[1], 8, 23)}
+"#;
+
 /// `undo`: a bare increment found no loaded counter (it added to a lost
 /// one's string). KEYS = counter string; ARGV = the steps that take the
 /// delta back. If the counter was loaded meanwhile, the delta is in its
@@ -352,6 +371,7 @@ return 1
 pub(crate) struct Scripts {
     pub(crate) register: Script,
     pub(crate) undo: Script,
+    pub(crate) once: Script,
     pub(crate) load: Script,
     pub(crate) set: Script,
     pub(crate) rebase: Script,
@@ -370,6 +390,7 @@ impl Scripts {
         Scripts {
             register: on_values(REGISTER),
             undo: on_values(UNDO),
+            once: on_values(ONCE),
             load: on_values(LOAD),
             set: on_values(SET),
             rebase: on_values(REBASE),

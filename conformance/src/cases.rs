@@ -18,6 +18,7 @@ pub use crate::cold::*;
 pub use crate::convergence::*;
 pub use crate::delivery::*;
 pub use crate::hostile::*;
+pub use crate::idempotency::*;
 pub use crate::leases::*;
 pub use crate::listing::*;
 pub use crate::refusals::*;

@@ -32,6 +32,7 @@ pub mod delivery;
 pub mod faults;
 pub mod harness;
 pub mod hostile;
+pub mod idempotency;
 pub mod leases;
 pub mod listing;
 pub mod matrix;
@@ -102,6 +103,9 @@ macro_rules! conformance_suite {
             cold_counters_load_in_few_reads,
             cold_counters_refused_together_while_the_store_is_down,
             dirty_counters_list_one_namespace_by_name,
+            a_retried_keyed_increment_counts_once,
+            a_keyed_increment_racing_its_retries_counts_once,
+            keyed_increments_count_once_after_a_cache_loss,
         );
     };
 }

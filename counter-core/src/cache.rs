@@ -5,7 +5,8 @@ use async_trait::async_trait;
 
 use crate::batch::{Batch, BatchId};
 use crate::cell::{Cell, SliceId};
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+use crate::idempotency::{CacheIncrOnce, Once};
 use crate::key::Key;
 
 /// What a cache backend can do; the engine and the conformance suite adapt
@@ -117,6 +118,28 @@ pub trait CacheLayer: Send + Sync + std::fmt::Debug + 'static {
     /// [`Overflow`](crate::ErrorKind::Overflow), changing nothing, if the
     /// total would leave the i64 range.
     async fn incr(&self, key: &Key, delta: i64) -> Result<CacheIncr>;
+
+    /// Adds `delta` once per `once.key`: in the same atomic step as the add,
+    /// records the key and the new total for `once.retention`, or, if the
+    /// key is recorded for this counter already, adds nothing and answers
+    /// [`CacheIncrOnce::Repeated`] with what it recorded. A call that finds
+    /// the counter missing records nothing. Caches that cannot do this
+    /// keep the default, which refuses with [`Config`](crate::ErrorKind::Config).
+    async fn incr_once(&self, key: &Key, delta: i64, once: &Once) -> Result<CacheIncrOnce> {
+        let _ = (delta, once);
+        Err(Error::new(
+            ErrorKind::Config,
+            format!("the {} cache does not remember idempotency keys", self.capabilities().name),
+        )
+        .with_key(key))
+    }
+
+    /// Forgets the record of `idempotency_key` for `key` (an increment
+    /// whose other parts failed was undone: a retry must count).
+    async fn forget_once(&self, key: &Key, idempotency_key: &str) -> Result<()> {
+        let _ = (key, idempotency_key);
+        Ok(())
+    }
 
     /// Installs a counter that is not cached, with flushed mark `durable`
     /// and total `durable + extra` (`extra` is pending from the start: a

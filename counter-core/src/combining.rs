@@ -288,6 +288,22 @@ impl<C: CacheLayer + ?Sized> CacheLayer for CombiningCache<C> {
         }
     }
 
+    /// Keyed increments are not combined: each goes to the inner cache at
+    /// once, which records its key in the same step as the add.
+    async fn incr_once(&self, key: &Key, delta: i64, once: &crate::Once) -> Result<crate::CacheIncrOnce> {
+        let outcome = self.inner.incr_once(key, delta, once).await?;
+        if let crate::CacheIncrOnce::Applied { total, pending } = outcome {
+            let entry = self.local.entry(key.clone()).or_default();
+            entry.learn(total, pending);
+            entry.lost.store(false, SeqCst);
+        }
+        Ok(outcome)
+    }
+
+    async fn forget_once(&self, key: &Key, idempotency_key: &str) -> Result<()> {
+        self.inner.forget_once(key, idempotency_key).await
+    }
+
     async fn load(&self, key: &Key, durable: i64, extra: i64) -> Result<i64> {
         let total = self.inner.load(key, durable, extra).await?;
         if let Some(entry) = self.local.get(key) {

@@ -65,6 +65,7 @@ pub(crate) struct Config {
     pub(crate) reconcile_every: Option<Duration>,
     pub(crate) reconcile_limit: usize,
     pub(crate) flush_in_flight: usize,
+    pub(crate) idempotency_retention: Duration,
 }
 
 impl Default for Config {
@@ -85,6 +86,7 @@ impl Default for Config {
             reconcile_every: None,
             reconcile_limit: 10_000,
             flush_in_flight: 2,
+            idempotency_retention: crate::idempotency::DEFAULT_IDEMPOTENCY_RETENTION,
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::cell::{Cell, SliceId};
 use crate::config::{BackpressureMode, Config, RetryPolicy};
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
+use crate::idempotency::{Once, check_idempotency_key};
 use crate::key::Key;
 use crate::metrics::MetricsSnapshot;
 use crate::policy::{Family, Policy};
@@ -36,6 +37,9 @@ pub struct IncrOptions {
     pub at: Option<SystemTime>,
     /// Whether to count into the key's ancestors as well.
     pub rollup: Option<bool>,
+    /// Count this increment once per counter and key (see
+    /// [`idempotency_key`](Self::idempotency_key)).
+    pub idempotency_key: Option<String>,
 }
 
 impl IncrOptions {
@@ -66,6 +70,26 @@ impl IncrOptions {
     /// Count into the ancestors too (or not).
     pub fn rollup(mut self, rollup: bool) -> Self {
         self.rollup = Some(rollup);
+        self
+    }
+
+    /// Count this increment at most once per counter and `key` within the
+    /// retention window (default 24 h, see
+    /// [`CountersBuilder::idempotency_retention`]): a repeat with the same
+    /// key and the same request counts nothing and answers the first
+    /// call's total, even if the first call's reply was lost, even from
+    /// another process sharing the cache, even while the first call is
+    /// still in flight (the repeat waits for it). The same key with another
+    /// delta or other options is [`Conflict`](ErrorKind::Conflict).
+    ///
+    /// Keys are per counter: the same key on two counters names two
+    /// increments. A key has 1 to 128 bytes of visible ASCII; anything else
+    /// is [`InvalidInput`](ErrorKind::InvalidInput), checked before
+    /// anything is counted. The window is as durable as the cache: a cache
+    /// that loses its data (a restart of an in-process cache, a flushed
+    /// Redis) forgets the keys with it.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
         self
     }
 }
@@ -203,6 +227,13 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> CountersBuilder<C, S> {
         self
     }
 
+    /// How long caches remember the idempotency keys of increments
+    /// (default 24 h). At least a second.
+    pub fn idempotency_retention(mut self, retention: Duration) -> Self {
+        self.config.idempotency_retention = retention;
+        self
+    }
+
     /// Builds the handle and starts its background flusher (which needs a
     /// Tokio runtime).
     pub fn build(self) -> Result<Counters<C, S>> {
@@ -211,6 +242,9 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> CountersBuilder<C, S> {
         }
         if self.config.max_pending_cells == 0 {
             return Err(Error::new(ErrorKind::Config, "the pending bound must be at least 1"));
+        }
+        if self.config.idempotency_retention < Duration::from_secs(1) {
+            return Err(Error::new(ErrorKind::Config, "the idempotency retention must be at least a second"));
         }
         if self.config.store_timeout.is_zero() || self.config.shutdown_timeout.is_zero() {
             return Err(Error::new(ErrorKind::Config, "the store and shutdown timeouts must be above zero"));
@@ -302,8 +336,16 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     /// error is [`Deferred`](ErrorKind::Deferred), carries the new total
     /// ([`Error::value`]), and the delta lands exactly once later. Do not
     /// retry it.
+    ///
+    /// With a shared cache, an increment whose reply is lost (a connection
+    /// failure) is [`Unavailable`](ErrorKind::Unavailable) and may or may
+    /// not have counted; give it an
+    /// [`idempotency_key`](IncrOptions::idempotency_key) to retry it safely.
     pub async fn incr_with(&self, key: &Key, delta: i64, options: &IncrOptions) -> Result<i64> {
         let engine = &*self.engine;
+        if let Some(k) = &options.idempotency_key {
+            check_idempotency_key(k).map_err(|e| e.with_key(key))?;
+        }
         let _call = engine.gate.enter()?;
         engine.check_store_for_writes().await?;
         self.admit(key).await?;
@@ -326,7 +368,19 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         };
         self.check_room(&ancestors, &slices, delta).await?;
 
-        let (total, pending) = engine.add_total(key, delta, options.default).await?;
+        let once = options.idempotency_key.as_ref().map(|k| Once {
+            key: k.clone(),
+            fingerprint: request_fingerprint(delta, options, rollup, sliced),
+            retention: engine.config.idempotency_retention,
+        });
+        let (total, pending) = match &once {
+            None => engine.add_total(key, delta, options.default).await.map_err(|e| self.maybe_counted(e))?,
+            Some(once) => match engine.add_total_once(key, delta, options.default, once).await? {
+                Ok(added) => added,
+                // A repeat: counted by the first call, nothing more to do.
+                Err(first_total) => return Ok(first_total),
+            },
+        };
         let dirtied = delta != 0 && pending == i128::from(delta);
         let mut counted: Vec<Key> = Vec::new();
         if rollup || sliced {
@@ -347,6 +401,12 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
             }
             if let Err(e) = result {
                 self.compensate(key, &counted, delta).await;
+                if let Some(once) = &once {
+                    // Undone: a retry with the key must count.
+                    if let Err(forget) = engine.cache.forget_once(key, &once.key).await {
+                        warn!(key = %key, error = %forget, "could not forget the idempotency key of an undone increment");
+                    }
+                }
                 return Err(e);
             }
         }
@@ -374,6 +434,22 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
             }
         }
         Ok(total)
+    }
+
+    /// An error of a shared cache's add that may have reached the server
+    /// says so (its reply may be what was lost).
+    fn maybe_counted(&self, e: Error) -> Error {
+        if e.kind() != ErrorKind::Unavailable || !self.engine.cache.capabilities().shared {
+            return e;
+        }
+        let message =
+            format!("{}: the increment may or may not have counted; retry with an idempotency key", e.message());
+        let key = e.key().map(str::to_string);
+        let out = Error::new(ErrorKind::Unavailable, message).with_source(e);
+        match key {
+            Some(k) => out.with_key(k),
+            None => out,
+        }
     }
 
     /// Refuses, before anything is counted, a rollup or time-sliced
@@ -839,4 +915,17 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> std::fmt::Debug for Count
             .field("store", &self.engine.store)
             .finish_non_exhaustive()
     }
+}
+
+/// What an idempotent increment asked for, as its record's fingerprint:
+/// the delta, the default, rollup, time slices and their event time.
+fn request_fingerprint(delta: i64, options: &IncrOptions, rollup: bool, sliced: bool) -> u64 {
+    let at = options.at.map(|at| epoch_secs(at).to_string()).unwrap_or_default();
+    let default = options.default.map(|d| d.to_string()).unwrap_or_default();
+    crate::idempotency::fingerprint(&[
+        delta.to_string().as_bytes(),
+        default.as_bytes(),
+        &[u8::from(rollup), u8::from(sliced)],
+        at.as_bytes(),
+    ])
 }

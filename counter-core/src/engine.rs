@@ -19,6 +19,7 @@ use crate::cold_reads::{GroupRead, Joined};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gate::Gate;
+use crate::idempotency::{CacheIncrOnce, Once};
 use crate::key::Key;
 use crate::landing::worst;
 use crate::metrics::Metrics;
@@ -30,6 +31,13 @@ use crate::timeslice::epoch_secs;
 /// Loads of one counter an increment makes before it gives up (the counter
 /// keeps disappearing from the cache).
 const MAX_LOADS: u32 = 3;
+
+/// Loads and waits of one add that found its counter missing.
+#[derive(Default)]
+struct Misses {
+    loads: u32,
+    waits: u32,
+}
 
 /// Waits of one increment for other misses' reads of its counter.
 const MAX_MISS_WAITS: u32 = 16;
@@ -209,14 +217,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
     /// Adds `delta` to a counter's total, loading it on a cache miss.
     /// Returns (new total, pending delta).
     pub(crate) async fn add_total(&self, key: &Key, delta: i64, default: Option<i64>) -> Result<(i64, i128)> {
-        // A counter other processes cached may have drifted: the first time
-        // this one counts it, it is reconciled. (An in-process cache holds
-        // only what this engine loaded, which it watches.)
-        if self.shared_cache && !self.watched.contains(key) {
-            self.ensure_watched(std::slice::from_ref(key)).await;
-        }
-        // Loads of the counter, and waits for another miss's read of it.
-        let (mut loads, mut waits) = (0, 0);
+        self.reconcile_first(key).await;
+        let mut misses = Misses::default();
         loop {
             let outcome = match self.cache.incr_now(key, delta) {
                 Some(outcome) => outcome,
@@ -224,36 +226,95 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Engine<C, S> {
             };
             match outcome.map_err(|e| e.or_key(key))? {
                 CacheIncr::Applied { total, pending } => {
-                    if delta != 0 && pending == i128::from(delta) {
-                        self.note_dirtied();
-                    }
+                    self.added(delta, pending);
                     return Ok((total, pending));
                 }
-                CacheIncr::Missing if loads == MAX_LOADS || waits == MAX_MISS_WAITS => break,
-                CacheIncr::Missing => {
-                    // None: another miss's read of it was in flight; its
-                    // member has loaded it since (or failed to: then this
-                    // miss reads for itself).
-                    let Some(durable) = self.resolve_miss(key).await? else {
-                        waits += 1;
-                        continue;
-                    };
-                    loads += 1;
-                    let extra = match durable {
-                        Some(_) => 0,
-                        None => default.unwrap_or(0),
-                    };
-                    // Check before loading, so an overflow changes nothing.
-                    durable.unwrap_or(0).checked_add(extra).and_then(|v| v.checked_add(delta)).ok_or_else(|| {
-                        Error::new(ErrorKind::Overflow, "the total would leave the signed 64-bit range").with_key(key)
-                    })?;
-                    self.cache.load(key, durable.unwrap_or(0), extra).await.map_err(|e| e.or_key(key))?;
-                    self.watch(std::slice::from_ref(key));
-                }
+                CacheIncr::Missing => self.load_missing(key, delta, default, &mut misses).await?,
             }
         }
-        Err(Error::new(ErrorKind::Unavailable, "the counter kept disappearing from the cache while loading it")
-            .with_key(key))
+    }
+
+    /// [`add_total`](Self::add_total) once per idempotency key: `Ok(None)`
+    /// for a repeat of the same request (nothing added; the first call's
+    /// total is the second member), [`Conflict`](ErrorKind::Conflict) for
+    /// the key reused with another request.
+    pub(crate) async fn add_total_once(
+        &self,
+        key: &Key,
+        delta: i64,
+        default: Option<i64>,
+        once: &Once,
+    ) -> Result<Result<(i64, i128), i64>> {
+        self.reconcile_first(key).await;
+        let mut misses = Misses::default();
+        loop {
+            match self.cache.incr_once(key, delta, once).await.map_err(|e| e.or_key(key))? {
+                CacheIncrOnce::Applied { total, pending } => {
+                    self.added(delta, pending);
+                    return Ok(Ok((total, pending)));
+                }
+                CacheIncrOnce::Repeated { total, fingerprint } if fingerprint == once.fingerprint => {
+                    return Ok(Err(total));
+                }
+                CacheIncrOnce::Repeated { .. } => {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "the idempotency key {:?} was used for this counter with another request (another \
+                             delta or other options); nothing was counted",
+                            once.key
+                        ),
+                    )
+                    .with_key(key));
+                }
+                CacheIncrOnce::Missing => self.load_missing(key, delta, default, &mut misses).await?,
+            }
+        }
+    }
+
+    /// A counter other processes cached may have drifted: the first time
+    /// this one counts it, it is reconciled. (An in-process cache holds
+    /// only what this engine loaded, which it watches.)
+    async fn reconcile_first(&self, key: &Key) {
+        if self.shared_cache && !self.watched.contains(key) {
+            self.ensure_watched(std::slice::from_ref(key)).await;
+        }
+    }
+
+    fn added(&self, delta: i64, pending: i128) {
+        if delta != 0 && pending == i128::from(delta) {
+            self.note_dirtied();
+        }
+    }
+
+    /// An add found the counter missing: loads it (from the store, or waits
+    /// for another miss's read of it), or gives up after a few rounds.
+    async fn load_missing(&self, key: &Key, delta: i64, default: Option<i64>, misses: &mut Misses) -> Result<()> {
+        if misses.loads == MAX_LOADS || misses.waits == MAX_MISS_WAITS {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "the counter kept disappearing from the cache while loading it",
+            )
+            .with_key(key));
+        }
+        // None: another miss's read of it was in flight; its member has
+        // loaded it since (or failed to: then this miss reads for itself).
+        let Some(durable) = self.resolve_miss(key).await? else {
+            misses.waits += 1;
+            return Ok(());
+        };
+        misses.loads += 1;
+        let extra = match durable {
+            Some(_) => 0,
+            None => default.unwrap_or(0),
+        };
+        // Check before loading, so an overflow changes nothing.
+        durable.unwrap_or(0).checked_add(extra).and_then(|v| v.checked_add(delta)).ok_or_else(|| {
+            Error::new(ErrorKind::Overflow, "the total would leave the signed 64-bit range").with_key(key)
+        })?;
+        self.cache.load(key, durable.unwrap_or(0), extra).await.map_err(|e| e.or_key(key))?;
+        self.watch(std::slice::from_ref(key));
+        Ok(())
     }
 
     /// A cell went from clean to dirty in this process: it counts toward

@@ -34,6 +34,9 @@ pub enum ErrorKind {
     /// or in this process, as the message says) under its batch identity and
     /// lands exactly once later. Do not retry the call: it would count twice.
     Deferred,
+    /// The idempotency key was used before for this counter with another
+    /// request (another delta or other options): nothing was counted.
+    Conflict,
 }
 
 impl ErrorKind {
@@ -53,6 +56,7 @@ impl ErrorKind {
             ErrorKind::Config => "configuration error",
             ErrorKind::ShutDown => "shut down",
             ErrorKind::Deferred => "counted, not yet durable",
+            ErrorKind::Conflict => "idempotency key reused",
         }
     }
 }

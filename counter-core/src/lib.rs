@@ -28,6 +28,7 @@ mod engine;
 mod error;
 mod flushing;
 mod gate;
+mod idempotency;
 mod key;
 mod landing;
 pub mod memory;
@@ -54,6 +55,10 @@ pub use combining::{CombiningCache, CombiningOptions};
 pub use config::{BackpressureMode, RetryPolicy};
 pub use counters::{Counters, CountersBuilder, FlushOptions, IncrOptions};
 pub use error::{Error, ErrorKind, Result};
+pub use idempotency::{
+    CacheIncrOnce, DEFAULT_IDEMPOTENCY_RETENTION, MAX_IDEMPOTENCY_KEY_BYTES, Once, check_idempotency_key,
+    decode_record, encode_record,
+};
 pub use key::{Key, MAX_NAME_BYTES, MAX_NAMESPACE_BYTES};
 pub use memory::{MemoryCache, MemoryStore};
 pub use metrics::MetricsSnapshot;

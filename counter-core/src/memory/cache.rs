@@ -11,6 +11,7 @@ use crate::batch::{Batch, BatchEntry, BatchId, now_ms};
 use crate::cache::{CacheCapabilities, CacheIncr, CacheLayer, CacheStats, CachedValue, DirtyCell};
 use crate::cell::{Cell, SliceId};
 use crate::error::{Error, ErrorKind, Result};
+use crate::idempotency::{CacheIncrOnce, Once};
 use crate::key::Key;
 #[cfg(any(test, feature = "testing"))]
 use crate::testing::{CacheFaults, CachePart};
@@ -116,6 +117,24 @@ pub struct MemoryCache {
     dirty_index: Mutex<DirtyIndex>,
     dirty_cells: AtomicU64,
     claims: Mutex<HashMap<BatchId, Batch>>,
+    /// Idempotency keys of increments, per counter, until they expire.
+    remembered: DashMap<(Key, Box<str>), Remembered, foldhash::fast::RandomState>,
+    remembered_inserts: AtomicU64,
+}
+
+/// Most idempotency keys a [`MemoryCache`] remembers at once; beyond,
+/// keyed increments are refused with backpressure until some expire.
+pub const MAX_REMEMBERED_KEYS: usize = 1_000_000;
+
+/// How often (in recorded keys) expired ones are swept out.
+const PURGE_EVERY: u64 = 65_536;
+
+/// What a cache remembers of a keyed increment.
+#[derive(Debug, Clone, Copy)]
+struct Remembered {
+    fingerprint: u64,
+    total: i64,
+    until: std::time::Instant,
 }
 
 impl MemoryCache {
@@ -183,6 +202,24 @@ impl MemoryCache {
         Ok(CacheIncr::Applied { total, pending })
     }
 
+    /// Sweeps out expired idempotency keys now and then, and always when
+    /// the map is full; refuses a new key if it is full of live ones.
+    fn make_room_for_a_key(&self) -> Result<()> {
+        let inserts = self.remembered_inserts.fetch_add(1, SeqCst);
+        let full = self.remembered.len() >= MAX_REMEMBERED_KEYS;
+        if full || inserts % PURGE_EVERY == PURGE_EVERY - 1 {
+            let now = std::time::Instant::now();
+            self.remembered.retain(|_, r| r.until > now);
+        }
+        if self.remembered.len() >= MAX_REMEMBERED_KEYS {
+            return Err(Error::new(
+                ErrorKind::Backpressure,
+                format!("the cache remembers {MAX_REMEMBERED_KEYS} idempotency keys already; retry once some expire"),
+            ));
+        }
+        Ok(())
+    }
+
     fn forget_dirty(&self, entry: &Entry) {
         if entry.dirty_since.swap(0, SeqCst) != 0 {
             self.dirty_cells.fetch_sub(1, SeqCst);
@@ -205,6 +242,34 @@ impl CacheLayer for MemoryCache {
 
     async fn incr(&self, key: &Key, delta: i64) -> Result<CacheIncr> {
         self.incr_sync(key, delta)
+    }
+
+    async fn incr_once(&self, key: &Key, delta: i64, once: &Once) -> Result<CacheIncrOnce> {
+        let id = (key.clone(), Box::<str>::from(once.key.as_str()));
+        if !self.remembered.contains_key(&id) {
+            self.make_room_for_a_key()?;
+        }
+        // The entry's lock is held across the add: a repeat racing with the
+        // first call waits for it, then finds its record.
+        let now = std::time::Instant::now();
+        match self.remembered.entry(id) {
+            dashmap::Entry::Occupied(seen) if seen.get().until > now => {
+                Ok(CacheIncrOnce::Repeated { total: seen.get().total, fingerprint: seen.get().fingerprint })
+            }
+            entry => match self.incr_sync(key, delta)? {
+                CacheIncr::Missing => Ok(CacheIncrOnce::Missing),
+                CacheIncr::Applied { total, pending } => {
+                    let record = Remembered { fingerprint: once.fingerprint, total, until: now + once.retention };
+                    entry.insert(record);
+                    Ok(CacheIncrOnce::Applied { total, pending })
+                }
+            },
+        }
+    }
+
+    async fn forget_once(&self, key: &Key, idempotency_key: &str) -> Result<()> {
+        self.remembered.remove(&(key.clone(), Box::from(idempotency_key)));
+        Ok(())
     }
 
     async fn load(&self, key: &Key, durable: i64, extra: i64) -> Result<i64> {
@@ -428,6 +493,8 @@ impl CacheLayer for MemoryCache {
 #[async_trait]
 impl CacheFaults for MemoryCache {
     async fn lose_everything(&self) -> Result<()> {
+        // Before the other locks: a keyed increment takes its key's lock first.
+        self.remembered.clear();
         // Claims first: a claim takes the claims lock, then the index's.
         let mut claims = self.claims.lock().expect("claims lock");
         let mut index = self.dirty_index.lock().expect("dirty index lock");

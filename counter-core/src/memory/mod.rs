@@ -5,5 +5,5 @@ mod cache;
 mod dirty_index;
 mod store;
 
-pub use cache::MemoryCache;
+pub use cache::{MAX_REMEMBERED_KEYS, MemoryCache};
 pub use store::MemoryStore;
