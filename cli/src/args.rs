@@ -84,6 +84,11 @@ pub enum Command {
         /// Also count into the key's ancestors (a:b:c into a:b and a).
         #[arg(long)]
         rollup: bool,
+        /// Count this increment once per counter and key: run again with
+        /// the same key (after a timeout, say), it counts nothing and prints
+        /// the first run's total. 1 to 128 visible ASCII characters.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
     },
     /// Subtract DELTA (default 1) from a counter and print its new total.
     Decr {

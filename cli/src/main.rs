@@ -5,7 +5,7 @@
 //! out of range; a series over `counters::MAX_SERIES_BUCKETS` buckets; an
 //! event older than every retention; a malformed URL; overflow; arguments
 //! clap refuses; for `serve`, bad settings or an address it cannot listen
-//! on); 3 a backend is
+//! on; an idempotency key reused with another increment); 3 a backend is
 //! unavailable (retrying may help); 4 a backend failed for good; 5 the
 //! command's work was done (an increment counted, a value set) but not all
 //! of it reached the store: it is held in the spill journal or the shared
@@ -56,9 +56,11 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("counters: {e}");
             ExitCode::from(match e.kind() {
-                ErrorKind::InvalidKey | ErrorKind::InvalidInput | ErrorKind::Overflow | ErrorKind::Config => {
-                    EXIT_BAD_INPUT
-                }
+                ErrorKind::InvalidKey
+                | ErrorKind::InvalidInput
+                | ErrorKind::Overflow
+                | ErrorKind::Config
+                | ErrorKind::Conflict => EXIT_BAD_INPUT,
                 ErrorKind::Deferred => EXIT_COUNTED_HELD,
                 kind if kind.is_transient() => EXIT_UNAVAILABLE,
                 _ => EXIT_FAILED,

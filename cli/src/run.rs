@@ -36,9 +36,13 @@ fn time_slices() -> TimeSlices {
 
 fn check(command: Command) -> Result<Job> {
     Ok(match command {
-        Command::Incr { key, delta, default, sliced, at, rollup } => {
+        Command::Incr { key, delta, default, sliced, at, rollup, idempotency_key } => {
             let key = Key::parse(&key)?;
             let mut options = IncrOptions::new().rollup(rollup);
+            if let Some(id) = idempotency_key {
+                counters::check_idempotency_key(&id).map_err(|e| e.with_key(&key))?;
+                options = options.idempotency_key(id);
+            }
             if let Some(d) = default {
                 options = options.default_value(d);
             }

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
@@ -129,21 +129,46 @@ impl IncrBody {
     }
 }
 
-/// `POST /v1/counters/{key}`: adds `delta` and answers the new total.
+/// The request header that makes an increment idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// `POST /v1/counters/{key}`: adds `delta` and answers the new total. With
+/// an `Idempotency-Key` header, a repeat of the request (the same key and
+/// body) counts nothing and answers the first total; the same key with
+/// another body is 422.
 async fn incr(
     _: CanWrite,
     State(state): State<AppState>,
     KeyPath(key): KeyPath,
     uri: Uri,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<IncrBody>,
 ) -> Response {
     if let Err(e) = Params::new(uri.query(), &[]) {
         return e.into_response();
     }
-    let options = match body.options() {
+    let mut options = match body.options() {
         Ok(options) => options,
         Err(e) => return e.into_response(),
     };
+    let mut keys = headers.get_all(IDEMPOTENCY_KEY).iter();
+    match (keys.next(), keys.next()) {
+        (Some(_), Some(_)) => {
+            return ApiError::bad_field("Idempotency-Key", "give one Idempotency-Key header, not several")
+                .into_response();
+        }
+        (Some(value), None) => match value.to_str().map(str::to_string) {
+            Ok(id) => match counters::check_idempotency_key(&id) {
+                Ok(()) => options = options.idempotency_key(id),
+                Err(e) => return ApiError::bad_field("Idempotency-Key", e.message()).into_response(),
+            },
+            Err(_) => {
+                return ApiError::bad_field("Idempotency-Key", "an idempotency key holds only visible ASCII")
+                    .into_response();
+            }
+        },
+        _ => {}
+    }
     if let (Some(at), Some(true)) = (options.at, options.time_sliced) {
         // An event older than every retention is refused naming `at` (the
         // library refuses it too, but cannot name the field).

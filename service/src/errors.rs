@@ -189,6 +189,7 @@ impl ApiError {
     /// | `Unavailable`, `ShutDown` | 503, `Retry-After: 5` |
     /// | `Permanent` | 502 (the backend refused for good) |
     /// | `Deferred` | 202 (counted; not in the store yet, lands once later: do not retry) |
+    /// | `Conflict` | 422 (the `Idempotency-Key` was used with another body) |
     /// | `Config` and anything newer | 500 |
     pub fn from_counters(error: &Error, field: &str) -> Self {
         let (status, kind, field, retry) = match error.kind() {
@@ -204,6 +205,9 @@ impl ApiError {
             ErrorKind::ShutDown => (StatusCode::SERVICE_UNAVAILABLE, "shut_down", None, Some(RETRY_AFTER_UNAVAILABLE)),
             ErrorKind::Permanent => (StatusCode::BAD_GATEWAY, "backend_failed", None, None),
             ErrorKind::Deferred => (StatusCode::ACCEPTED, "deferred", None, None),
+            ErrorKind::Conflict => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", Some("Idempotency-Key"), None)
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, None),
         };
         let mut api = ApiError::new(status, kind, error.to_string());

@@ -42,7 +42,8 @@ pub fn counters(dir: &Path) -> Command {
         .env_remove("COUNTERS_TOKEN")
         .env_remove("COUNTERS_READ_TOKEN")
         .env_remove("COUNTERS_LISTEN")
-        .env_remove("COUNTERS_LOG");
+        .env_remove("COUNTERS_LOG")
+        .env_remove("COUNTERS_CONFIG");
     c
 }
 
