@@ -170,3 +170,36 @@ async fn a_restart_mid_run_is_transient_and_the_client_reconnects() {
     assert!(errors > 0);
     assert_eq!(durable, durable_before + acked_after, "before the restart: all of it; after: all of it");
 }
+
+/// With the server gone, an increment without an idempotency key fails
+/// transiently and says that it may have counted; one with a key, retried
+/// once the server is back, counts once (the key's record lives with the
+/// counter: a restart without persistence forgets both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_increment_says_it_may_have_counted_and_a_keyed_retry_counts_once() {
+    let Some(mut server) = PrivateRedis::start_persistent() else { return };
+    let store = Arc::new(MemoryStore::new());
+    let counters = counters_on(&server.url(), store.clone()).await;
+    let k = Key::new("faults", "unanswered").unwrap();
+    let keyed = counter_core::IncrOptions::new().idempotency_key("pay-1");
+    assert_eq!(counters.incr_with(&k, 2, &keyed).await.unwrap(), 2);
+    server.kill();
+    let e = counters.incr(&k, 1).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(e.to_string().contains("may or may not have counted; retry with an idempotency key"), "{e}");
+    server.restart();
+    let mut answer = None;
+    for _ in 0..50 {
+        match counters.incr_with(&k, 2, &keyed).await {
+            Ok(total) => {
+                answer = Some(total);
+                break;
+            }
+            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(answer, Some(2), "the persistent server kept the record: the retry answers the first total");
+    assert_eq!(counters.get(&k).await.unwrap(), 2);
+    counters.shutdown().await.unwrap();
+}

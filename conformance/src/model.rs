@@ -54,6 +54,17 @@ pub enum Op {
         /// Write through (the immediate policy).
         immediate: bool,
     },
+    /// `incr_with` under an idempotency key of its own, whose reply is
+    /// lost: the caller sends it `tries` times in all (the first answer
+    /// never arrives). The counter must move once.
+    KeyedRetry {
+        /// Index into the names.
+        key: usize,
+        /// The delta.
+        delta: i64,
+        /// Calls in all, the first included.
+        tries: u8,
+    },
     /// `put`.
     Put {
         /// Index into the names.
@@ -169,6 +180,7 @@ fn op() -> impl Strategy<Value = Op> {
                 let sliced = if delta.unsigned_abs() > 1_000 { None } else { sliced };
                 Op::Incr { key, delta, sliced, rollup, immediate }
             }),
+        6 => (key.clone(), -5i64..=5, 2u8..=3).prop_map(|(key, delta, tries)| Op::KeyedRetry { key, delta, tries }),
         6 => key.clone().prop_map(|key| Op::Get { key }),
         3 => Just(Op::GetMany),
         3 => (any::<bool>(), any::<bool>()).prop_map(|(narrow, top)| Op::List { narrow, top }),
@@ -308,6 +320,8 @@ struct Run<'a, C: CacheLayer + ?Sized, S: DurableStore + ?Sized> {
     orphan_keys: HashSet<usize>,
     /// The second cache's handle, straight over the store (no faults).
     other: Counters<MemoryCache, S>,
+    /// Idempotency keys used so far (each keyed op takes a new one).
+    keyed: u64,
 }
 
 impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Run<'_, C, S> {
@@ -512,6 +526,7 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
         index_lost: false,
         orphan_keys: HashSet::new(),
         other: other_handle(b),
+        keyed: 0,
     };
     let mut c = run.handle();
     for op in ops {
@@ -567,6 +582,28 @@ async fn check_sequence<C: CacheLayer + ?Sized, S: DurableStore + ?Sized>(
                                 affected.iter().any(|&i| run.keys[i].to_string() == k) && (overflows || lagging)
                             }) => {}
                     Err(e) => run.expect_uncounted("incr", &e)?,
+                }
+            }
+            Op::KeyedRetry { key, delta, tries } => {
+                run.keyed += 1;
+                let options = IncrOptions::new().idempotency_key(format!("op-{}", run.keyed));
+                let overflows = i64::try_from(run.model.totals[key] + i128::from(delta)).is_err();
+                let lagging = run.unsettled.contains(&key);
+                let mut answers = Vec::new();
+                for _ in 0..tries {
+                    match c.incr_with(&run.keys[key], delta, &options).await {
+                        Ok(total) => answers.push(total),
+                        Err(e) if e.kind() == ErrorKind::Overflow && (overflows || lagging) => {}
+                        Err(e) => run.expect_uncounted("keyed incr", &e)?,
+                    }
+                }
+                if let Some(&first) = answers.first() {
+                    prop_assert!(!overflows || lagging, "an overflowing keyed increment succeeded");
+                    prop_assert!(answers.iter().all(|&t| t == first), "every try answers one total: {:?}", answers);
+                    run.model.totals[key] += i128::from(delta);
+                    if !lagging {
+                        prop_assert_eq!(i128::from(first), run.model.totals[key], "keyed incr's total");
+                    }
                 }
             }
             // A put reconciles with the store first: it sets what it says.
