@@ -19,6 +19,7 @@ pub mod backends;
 pub mod counting_store;
 pub mod driver;
 pub mod flush_scale;
+pub mod idempotency_cost;
 pub mod latency;
 pub mod list_scale;
 pub mod machine;

@@ -105,3 +105,20 @@ pub async fn read_commandstats(url: &str) -> Result<CommandStats, String> {
     }
     Ok(stats)
 }
+
+/// `used_memory` of `INFO memory`, summed over every node `url` names.
+pub async fn used_memory(url: &str) -> Result<u64, String> {
+    let target = target_of(url)?;
+    let mut used = 0;
+    for node in &target.nodes {
+        let client = redis::Client::open(node.as_str()).map_err(|e| e.to_string())?;
+        let mut conn = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+        let text: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.map_err(|e| e.to_string())?;
+        used += text
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or("no used_memory in INFO memory")?;
+    }
+    Ok(used)
+}

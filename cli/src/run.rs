@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::args::{Args, Command, ServeArgs};
 
 /// How long a one-shot command tries to deliver its deltas before it keeps
-/// them in the spill journal and exits 5.
+/// them in the spill journal and exits 0 with a warning.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Checked arguments of a command, ready to run.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use counters_bench::run::{Baseline, RunOptions};
 use counters_bench::workload::{DeltaMix, Distribution};
-use counters_bench::{flush_scale, list_scale, memory_size, run};
+use counters_bench::{flush_scale, idempotency_cost, list_scale, memory_size, run};
 
 /// Load generator and scenarios for the counters library.
 #[derive(Debug, Parser)]
@@ -52,6 +52,22 @@ enum Command {
         /// Store URL (default: an SQLite file in a temporary directory).
         #[arg(long)]
         store: Option<String>,
+    },
+    /// Increments/s with an idempotency key each beside the same without,
+    /// and the cache's bytes per remembered key.
+    Idempotency {
+        /// Cache URL: memory:// or redis://HOST:PORT (a prefix of the run's own is used).
+        #[arg(long, default_value = "memory://")]
+        cache: String,
+        /// Increments per round.
+        #[arg(long, default_value_t = 200_000)]
+        increments: usize,
+        /// Counters incremented.
+        #[arg(long, default_value_t = 1_000)]
+        keys: usize,
+        /// Tasks calling at once.
+        #[arg(long, default_value_t = 2)]
+        tasks: usize,
     },
     /// Listing time of one namespace beside many dirty counters elsewhere.
     ListScale {
@@ -191,6 +207,10 @@ async fn main_async(cli: Cli, workers: usize) -> Result<(), String> {
         Command::FlushScale { idle, dirty, store } => {
             let rows = flush_scale::measure(idle, *dirty, store.as_deref()).await?;
             print(&cli, &rows, || flush_scale::table(&rows))?;
+        }
+        Command::Idempotency { cache, increments, keys, tasks } => {
+            let report = idempotency_cost::measure(cache, *increments, *keys, (*tasks).max(1)).await?;
+            print(&cli, &report, || report.table())?;
         }
         Command::ListScale { cache, noise, shown, limit } => {
             let rows = list_scale::measure(cache, noise, *shown, *limit).await?;
