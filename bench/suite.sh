@@ -86,7 +86,7 @@ run flush-scale flush-scale --idle 10000,100000,1000000 --dirty 1000
 # counters elsewhere, with the full scan listings used to make beside it.
 run list-scale-memory list-scale --noise 1000,1000000
 run list-scale-redis list-scale --cache "$COUNTERS_TEST_REDIS_URL" --noise 1000,1000000
-run idempotency-memory idempotency --increments 1000000
+run idempotency-memory idempotency --increments 400000
 run idempotency-redis idempotency --cache "$COUNTERS_TEST_REDIS_URL" --increments 50000 --tasks 64
 
 echo "== criterion (quick)" | tee -a "$tables"
