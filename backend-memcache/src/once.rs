@@ -48,7 +48,11 @@ impl MemcacheCache {
             let seen = self.client.run(&p).await?.remove(0);
             match seen.check()?.value.as_deref() {
                 // Gone meanwhile (the first call found nothing to add to): take it.
-                None => continue,
+                None if started.elapsed() < WAIT_FOR_FIRST => continue,
+                None => {
+                    return Err(Error::new(ErrorKind::Unavailable, "could not take an idempotency key in memcached")
+                        .with_key(key));
+                }
                 Some(PENDING) if started.elapsed() < WAIT_FOR_FIRST => {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }

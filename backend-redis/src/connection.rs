@@ -48,7 +48,7 @@ impl RedisConn {
             let client = builder
                 .build()
                 .map_err(|e| Error::new(ErrorKind::Config, "bad Redis Cluster configuration").with_source(e))?;
-            let conn = client.get_async_connection().await.map_err(connect_err)?;
+            let conn = client.get_async_connection().await.map_err(map_err)?;
             Ok(RedisConn::Cluster(conn))
         } else {
             let client = match certificates {
@@ -61,7 +61,7 @@ impl RedisConn {
                 .set_response_timeout(Some(target.response_timeout))
                 .set_number_of_retries(2)
                 .set_max_delay(Duration::from_millis(500));
-            let conn = ConnectionManager::new_with_config(client, config).await.map_err(connect_err)?;
+            let conn = ConnectionManager::new_with_config(client, config).await.map_err(map_err)?;
             Ok(RedisConn::Single(conn))
         }
     }
@@ -114,9 +114,15 @@ impl ConnectionLike for RedisConn {
     }
 }
 
-/// A failure to connect: a TLS certificate the client does not trust is
-/// permanent (retrying cannot cure it), otherwise as [`map_err`].
-fn connect_err(e: RedisError) -> Error {
+/// Maps a Redis error onto the library's kinds: anything about reaching the
+/// server (I/O, timeouts, a Cluster that is resharding, failing over or
+/// loading) is transient; a refused login, a missing permission or data of
+/// the wrong type is permanent.
+pub(crate) fn map_err(e: RedisError) -> Error {
+    use redis::ErrorKind as K;
+    // rustls's verdict on the server's certificate, as the client reports
+    // it (on the first connection, a reconnection or a Cluster node's):
+    // retrying cannot cure it.
     let text = e.to_string();
     if text.contains("invalid peer certificate") || text.contains("UnknownIssuer") {
         return Error::permanent(
@@ -125,15 +131,6 @@ fn connect_err(e: RedisError) -> Error {
             e,
         );
     }
-    map_err(e)
-}
-
-/// Maps a Redis error onto the library's kinds: anything about reaching the
-/// server (I/O, timeouts, a Cluster that is resharding, failing over or
-/// loading) is transient; a refused login, a missing permission or data of
-/// the wrong type is permanent.
-pub(crate) fn map_err(e: RedisError) -> Error {
-    use redis::ErrorKind as K;
     let transient = e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()

@@ -101,8 +101,12 @@ impl RedisTarget {
             if parsed.host_str().is_none_or(str::is_empty) {
                 return Err(bad("a host is missing"));
             }
-            if parsed.port() == Some(0)
-                || !host.rsplit(':').next().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            // A port, when given, is 1 to 65535 in plain digits (no port: 6379).
+            let port = match host.rsplit_once(']') {
+                Some((_, after)) => after.strip_prefix(':'),
+                None => host.rsplit_once(':').map(|(_, port)| port),
+            };
+            if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) || parsed.port() == Some(0)
             {
                 return Err(bad("a port must be a number from 1 to 65535"));
             }
@@ -212,6 +216,9 @@ mod tests {
             "redis://h:+1",
             "redis+cluster://a:1,b:65536",
             "redis://[::1]:0",
+            "redis://h:",
+            "redis://h:1?prefix=%zz",
+            "redis://h:1?prefix=%4",
             "redis://h:1?ca=/etc/ca.pem",
             "rediss://h:1?connect_timeout=0s",
             "rediss://h:1?response_timeout=5",
@@ -224,6 +231,11 @@ mod tests {
         let t = RedisTarget::parse("redis+cluster://u:hunter2@a:1,b:2").unwrap();
         assert!(!format!("{t:?}").contains("hunter2"), "{t:?}");
         assert!(RedisTarget::parse("redis://[::1]:6379").is_ok());
+        for no_port in ["redis://localhost", "redis://[::1]", "rediss://u:p@cache.example.net"] {
+            assert!(RedisTarget::parse(no_port).is_ok(), "{no_port}: the default port");
+        }
+        let t = RedisTarget::parse("redis://h:1?prefix=a+b").unwrap();
+        assert_eq!(t.prefix.as_deref(), Some("a+b"), "a plus in a prefix stays a plus");
     }
 
     #[test]

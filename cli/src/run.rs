@@ -120,6 +120,18 @@ pub async fn run(args: Args) -> Result<Outcome> {
     }
     let job = check(args.command)?;
     let cache = counters::cache_from_url(&args.cache).await?;
+    if let Job::Incr { options, .. } = &job {
+        if options.idempotency_key.is_some() && !cache.capabilities().shared {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "--idempotency-key needs a shared cache (redis://, memcache://): the {} cache of one command \
+                     starts empty, so a second run would count again",
+                    cache.capabilities().name
+                ),
+            ));
+        }
+    }
     let store = counters::store_from_url(&args.store).await?;
     // One command, one process: no background flusher; shutdown writes
     // everything through before the process exits, or keeps it in the spill

@@ -147,4 +147,7 @@ fn the_cli_counts_a_keyed_increment_once() {
     assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
     let o = common::run(dir.path(), &["--cache", &cache, "--store", &store, "get", "paid"]);
     assert_eq!(common::stdout(&o), "5", "{}", common::stderr(&o));
+    let o = common::run(dir.path(), &["--store", &store, "incr", "paid", "1", "--idempotency-key", "k"]);
+    assert_eq!(o.status.code(), Some(2), "the in-process cache cannot keep the key: {}", common::stderr(&o));
+    assert!(common::stderr(&o).contains("needs a shared cache"), "{}", common::stderr(&o));
 }

@@ -18,6 +18,8 @@ pub(crate) struct Background<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> {
     engine: Arc<Engine<C, S>>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Held by a `shutdown` in progress: clones shut down one at a time.
+    pub(crate) shutting_down: tokio::sync::Mutex<()>,
 }
 
 impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Background<C, S> {
@@ -38,7 +40,7 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Background<C, S> {
         } else {
             None
         };
-        Ok(Background { engine, stop, task: Mutex::new(task) })
+        Ok(Background { engine, stop, task: Mutex::new(task), shutting_down: tokio::sync::Mutex::new(()) })
     }
 
     /// Tells the flusher to stop and hands over its task, if it still runs.

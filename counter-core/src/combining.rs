@@ -291,13 +291,23 @@ impl<C: CacheLayer + ?Sized> CacheLayer for CombiningCache<C> {
     /// Keyed increments are not combined: each goes to the inner cache at
     /// once, which records its key in the same step as the add.
     async fn incr_once(&self, key: &Key, delta: i64, once: &crate::Once) -> Result<crate::CacheIncrOnce> {
-        let outcome = self.inner.incr_once(key, delta, once).await?;
-        if let crate::CacheIncrOnce::Applied { total, pending } = outcome {
-            let entry = self.local.entry(key.clone()).or_default();
-            entry.learn(total, pending);
-            entry.lost.store(false, SeqCst);
+        match self.inner.incr_once(key, delta, once).await? {
+            crate::CacheIncrOnce::Applied { total, pending } => {
+                let entry = self.local.entry(key.clone()).or_default();
+                entry.learn(total, pending);
+                entry.lost.store(false, SeqCst);
+                // With this process's deltas not sent yet, as `incr` answers.
+                let (total, pending) = entry.estimate(entry.unsent.load(SeqCst));
+                Ok(crate::CacheIncrOnce::Applied { total, pending })
+            }
+            crate::CacheIncrOnce::Missing => {
+                if let Some(entry) = self.local.get(key) {
+                    entry.lost.store(true, SeqCst);
+                }
+                Ok(crate::CacheIncrOnce::Missing)
+            }
+            repeated => Ok(repeated),
         }
-        Ok(outcome)
     }
 
     async fn forget_once(&self, key: &Key, idempotency_key: &str) -> Result<()> {

@@ -12,7 +12,7 @@ use crate::cell::{Cell, SliceId};
 use crate::config::{BackpressureMode, Config, RetryPolicy};
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
-use crate::idempotency::{Once, check_idempotency_key};
+use crate::idempotency::{MAX_IDEMPOTENCY_RETENTION, Once, check_idempotency_key};
 use crate::key::Key;
 use crate::metrics::MetricsSnapshot;
 use crate::policy::{Family, Policy};
@@ -228,8 +228,9 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> CountersBuilder<C, S> {
     }
 
     /// How long caches remember the idempotency keys of increments
-    /// (default 24 h). At least a second.
+    /// (default 24 h). From a second to 30 days.
     pub fn idempotency_retention(mut self, retention: Duration) -> Self {
+        // (At most 30 days: memcached reads a longer TTL as a date.)
         self.config.idempotency_retention = retention;
         self
     }
@@ -243,8 +244,9 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> CountersBuilder<C, S> {
         if self.config.max_pending_cells == 0 {
             return Err(Error::new(ErrorKind::Config, "the pending bound must be at least 1"));
         }
-        if self.config.idempotency_retention < Duration::from_secs(1) {
-            return Err(Error::new(ErrorKind::Config, "the idempotency retention must be at least a second"));
+        let retention = self.config.idempotency_retention;
+        if retention < Duration::from_secs(1) || retention > MAX_IDEMPOTENCY_RETENTION {
+            return Err(Error::new(ErrorKind::Config, "the idempotency retention must be from a second to 30 days"));
         }
         if self.config.store_timeout.is_zero() || self.config.shutdown_timeout.is_zero() {
             return Err(Error::new(ErrorKind::Config, "the store and shutdown timeouts must be above zero"));
@@ -378,7 +380,17 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
             Some(once) => match engine.add_total_once(key, delta, options.default, once).await? {
                 Ok(added) => added,
                 // A repeat: counted by the first call, nothing more to do.
-                Err(first_total) => return Ok(first_total),
+                Err(first_total) => {
+                    if policy.is_immediate() {
+                        // The first call may have answered Deferred: the
+                        // retry answers only once the store has it (landing
+                        // is idempotent: a landed delta is not written again).
+                        self.write_through(&[Cell::Counter(key.clone())])
+                            .await
+                            .map_err(|e| e.with_value(first_total))?;
+                    }
+                    return Ok(first_total);
+                }
             },
         };
         let dirtied = delta != 0 && pending == i128::from(delta);
@@ -400,9 +412,10 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
                 result = engine.cache.incr_slices(&slices, delta).await.map_err(|e| e.or_key(key));
             }
             if let Err(e) = result {
-                self.compensate(key, &counted, delta).await;
-                if let Some(once) = &once {
-                    // Undone: a retry with the key must count.
+                let undone = self.compensate(key, &counted, delta).await;
+                if let (Some(once), true) = (&once, undone) {
+                    // Undone: a retry with the key must count. (Not undone
+                    // in full: the key stays, so a retry cannot count twice.)
                     if let Err(forget) = engine.cache.forget_once(key, &once.key).await {
                         warn!(key = %key, error = %forget, "could not forget the idempotency key of an undone increment");
                     }
@@ -496,19 +509,23 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
 
     /// Undoes a partly counted increment (the undo flows to the store as a
     /// delta, like any other).
-    async fn compensate(&self, key: &Key, ancestors: &[Key], delta: i64) {
+    /// Returns whether every undo succeeded.
+    async fn compensate(&self, key: &Key, ancestors: &[Key], delta: i64) -> bool {
         // -i64::MIN is not an i64: undo it as +i64::MAX then +1, both in range.
         let steps: &[i64] = match delta.checked_neg() {
             Some(undo) => &[undo],
             None => &[i64::MAX, 1],
         };
+        let mut undone = true;
         for k in std::iter::once(key).chain(ancestors) {
             for &step in steps {
                 if let Err(e) = self.engine.add_total(k, step, None).await {
                     warn!(key = %k, error = %e, "could not undo a partly counted increment");
+                    undone = false;
                 }
             }
         }
+        undone
     }
 
     /// Writes cells through to the store now: claims them, lands them, and

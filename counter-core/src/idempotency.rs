@@ -3,12 +3,20 @@
 //! (a retry after a lost reply, from this process or another sharing the
 //! cache) counts nothing and answers the first call's total.
 //!
-//! The cache records the key in the same atomic step as the add, in the
-//! counter's own shard or hash slot, so there is no window in which the
-//! add happened and the record did not (or the other way round), and a
-//! repeat that arrives while the first call is in flight waits for it (the
-//! memory cache's lock, Redis's single-threaded script) instead of
-//! counting again.
+//! The in-process and Redis caches record the key in the same atomic step
+//! as the counter's add, in the counter's own shard or hash slot, so there
+//! is no window in which the add happened and the record did not (or the
+//! other way round), and a repeat that arrives while the first call's add
+//! is in flight waits for it (the memory cache's lock, Redis's
+//! single-threaded script) instead of counting again. memcached, which
+//! cannot change two items at once, takes the key with a "pending" record
+//! first and answers it after the add (see its crate).
+//!
+//! With rollup or time slices, the ancestors and slices are counted after
+//! the counter's add: a repeat racing the first call may answer before
+//! they are, and if they then fail, the first call is undone (and its key
+//! forgotten, when the undo succeeded), so that racing repeat's answer
+//! named an increment that did not stay.
 
 use std::time::Duration;
 
@@ -19,6 +27,10 @@ pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
 
 /// How long a cache remembers an idempotency key by default: 24 hours.
 pub const DEFAULT_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest retention: 30 days (memcached takes a longer time to live
+/// for a date).
+pub const MAX_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Checks an idempotency key: 1 to [`MAX_IDEMPOTENCY_KEY_BYTES`] bytes of
 /// visible ASCII (`!` to `~`), as HTTP header values and log lines carry

@@ -56,8 +56,8 @@ pub use config::{BackpressureMode, RetryPolicy};
 pub use counters::{Counters, CountersBuilder, FlushOptions, IncrOptions};
 pub use error::{Error, ErrorKind, Result};
 pub use idempotency::{
-    CacheIncrOnce, DEFAULT_IDEMPOTENCY_RETENTION, MAX_IDEMPOTENCY_KEY_BYTES, Once, check_idempotency_key,
-    decode_record, encode_record,
+    CacheIncrOnce, DEFAULT_IDEMPOTENCY_RETENTION, MAX_IDEMPOTENCY_KEY_BYTES, MAX_IDEMPOTENCY_RETENTION, Once,
+    check_idempotency_key, decode_record, encode_record,
 };
 pub use key::{Key, MAX_NAME_BYTES, MAX_NAMESPACE_BYTES};
 pub use memory::{MemoryCache, MemoryStore};

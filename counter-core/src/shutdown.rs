@@ -34,6 +34,8 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
     /// Once closed, further calls fail with [`ShutDown`](ErrorKind::ShutDown).
     pub async fn shutdown(&self) -> Result<FlushReport> {
         let engine = &*self.engine;
+        // Clones that shut down at once: the second waits, then finds it closed.
+        let _one = self.background.shutting_down.lock().await;
         if engine.is_closed() {
             return Err(Error::new(ErrorKind::ShutDown, "the counters handle was shut down"));
         }

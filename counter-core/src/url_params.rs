@@ -10,8 +10,9 @@ use crate::redact::redact_url;
 
 /// The query parameters of one backend URL.
 ///
-/// Values are `application/x-www-form-urlencoded` (`%XX` escapes, `+` for a
-/// space). A parameter given twice is refused by [`parse`](Self::parse);
+/// Values are percent-decoded (`%26` for `&`; a `+` stays a `+`); a
+/// malformed escape or one that is not UTF-8 is refused. A parameter given
+/// twice is refused by [`parse`](Self::parse);
 /// one nobody took is refused by [`finish`](Self::finish), which names the
 /// parameters the backend knows.
 ///
@@ -49,11 +50,15 @@ impl UrlParams {
                 params.error("a fragment (#...) means nothing to a backend; percent-encode a '#' in a value as %23")
             );
         }
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode =
+                |text: &str| percent_decode(text).ok_or_else(|| params.error(&format!("bad %-escape in {pair:?}")));
+            let (name, value) = (decode(name)?, decode(value)?);
             if params.given.iter().any(|(n, _)| *n == name) {
                 return Err(params.error(&format!("parameter {name:?} is given more than once")));
             }
-            params.given.push((name.into_owned(), value.into_owned()));
+            params.given.push((name, value));
         }
         Ok(params)
     }
@@ -110,6 +115,24 @@ impl UrlParams {
     }
 }
 
+/// Decodes `%XX` escapes; `None` if an escape or the result (UTF-8) is
+/// malformed.
+fn percent_decode(text: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(byte);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
 /// `250ms`, `2s`, `1m` as a duration; `None` for anything else.
 fn parse_duration(text: &str) -> Option<Duration> {
     let digits = text.find(|c: char| !c.is_ascii_digit()).filter(|&i| i > 0)?;
@@ -130,10 +153,14 @@ mod tests {
     #[test]
     fn parameters_are_taken_by_name_and_type() {
         let mut p = UrlParams::parse("X", "x://h?a=1&b=2s&c=true&d=%2B+x%23").unwrap();
+        for bad in ["x://h?p=%zz", "x://h?p=%4", "x://h?p=%FF", "x://h?%zz=1"] {
+            let e = UrlParams::parse("X", bad).unwrap_err();
+            assert!(e.to_string().contains("bad %-escape"), "{bad}: {e}");
+        }
         assert_eq!(p.number::<u16>("a", "a port").unwrap(), Some(1));
         assert_eq!(p.duration("b").unwrap(), Some(Duration::from_secs(2)));
         assert_eq!(p.flag("c").unwrap(), Some(true));
-        assert_eq!(p.text("d").as_deref(), Some("+ x#"));
+        assert_eq!(p.text("d").as_deref(), Some("++x#"), "a plus stays a plus");
         assert_eq!(p.text("e"), None);
         p.finish().unwrap();
     }

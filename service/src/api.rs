@@ -54,7 +54,8 @@ struct IncrBody {
     /// Write-behind policy for this call.
     #[serde(default, deserialize_with = "present")]
     policy: Option<PolicyBody>,
-    /// Count into time slices (default: the service's setting; `at` implies it).
+    /// Count into time slices (default: the counter's family, which is the
+    /// service's setting unless the config file says otherwise; `at` implies it).
     #[serde(default, deserialize_with = "present")]
     sliced: Option<bool>,
     /// Event time for time slices, epoch seconds (default now).

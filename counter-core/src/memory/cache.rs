@@ -259,7 +259,8 @@ impl CacheLayer for MemoryCache {
             entry => match self.incr_sync(key, delta)? {
                 CacheIncr::Missing => Ok(CacheIncrOnce::Missing),
                 CacheIncr::Applied { total, pending } => {
-                    let record = Remembered { fingerprint: once.fingerprint, total, until: now + once.retention };
+                    let until = now.checked_add(once.retention).unwrap_or(now + crate::MAX_IDEMPOTENCY_RETENTION);
+                    let record = Remembered { fingerprint: once.fingerprint, total, until };
                     entry.insert(record);
                     Ok(CacheIncrOnce::Applied { total, pending })
                 }
