@@ -687,8 +687,12 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         Key::validate_prefix(&query.prefix)?;
         let engine = &*self.engine;
         let _call = engine.gate.enter()?;
-        let mut values: BTreeMap<Key, i64> =
-            engine.store_call("a listing", engine.store.list(query)).await?.into_iter().collect();
+        // Read in the order a delta moves: pending in the cache, then on its
+        // way to the store, then the store. A delta that moves on between
+        // two reads is found by the next one (read the other way round, a
+        // batch that lands between the store's read and the in-flight one
+        // would be in neither).
+        //
         // Pending deltas count in the order (top-N): this process's must all
         // be listed (a cheap sweep of its own; see the docs for others').
         engine.cache.sweep(false).await?;
@@ -698,9 +702,13 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
             ListOrder::ByName => query.limit,
             ListOrder::ByValueDesc => usize::MAX,
         };
-        for dirty in engine.cache.dirty_counters(&query.namespace, &query.prefix, wanted).await? {
-            values.entry(dirty.cell.key().clone()).or_insert(0);
-        }
+        let mut pending: Vec<Key> = engine
+            .cache
+            .dirty_counters(&query.namespace, &query.prefix, wanted)
+            .await?
+            .into_iter()
+            .map(|dirty| dirty.cell.key().clone())
+            .collect();
         // And so do deltas on their way to the store from this handle (held
         // ones among them). Another process's batches are not looked for:
         // reading every claim would disturb their makers (a shared cache
@@ -709,10 +717,15 @@ impl<C: CacheLayer + ?Sized, S: DurableStore + ?Sized> Counters<C, S> {
         for entry in engine.inflight_batches(false).into_iter().flat_map(|batch| batch.entries) {
             if let Cell::Counter(key) = entry.cell {
                 if query.matches(&key) {
-                    values.entry(key.clone()).or_insert(0);
+                    pending.push(key.clone());
                     landing.insert(key);
                 }
             }
+        }
+        let mut values: BTreeMap<Key, i64> =
+            engine.store_call("a listing", engine.store.list(query)).await?.into_iter().collect();
+        for key in pending {
+            values.entry(key).or_insert(0);
         }
         let keys: Vec<Key> = values.keys().cloned().collect();
         engine.ensure_watched(&keys).await;
