@@ -13,6 +13,7 @@ use counter_core::{
 
 use crate::client::{Client, ClientConfig, Pipeline, Reply, Status};
 use crate::dirty::Registry;
+use crate::last_listing::LastListing;
 use crate::layout::{Layout, encode, raw_id};
 use crate::options::{MemcacheCacheOptions, MemcacheTarget};
 use crate::values::{Flushed, Offset, corrupt, decode_total, parse_u64};
@@ -43,6 +44,8 @@ pub struct MemcacheCache {
     pub(crate) layout: Layout,
     pub(crate) options: MemcacheCacheOptions,
     pub(crate) registry: Registry,
+    /// The dirty cells of the last listing, for the gauges.
+    pub(crate) last_listing: LastListing,
     /// Lineage ids last seen per encoded id, to read or add to a total in
     /// the same round trip as its flushed mark.
     lineages: Mutex<HashMap<String, u64>>,
@@ -138,6 +141,7 @@ impl MemcacheCache {
             client,
             layout: Layout::new(&options.prefix, options.index_shards, options.dirty_shards),
             registry: Registry::new(&options),
+            last_listing: LastListing::default(),
             options,
             lineages: Mutex::new(HashMap::new()),
             parts: Mutex::new(HashMap::new()),

@@ -38,6 +38,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use counter_core::{CacheStats, Cell, DirtyCell, Error, ErrorKind, Result, now_ms};
 use tracing::warn;
@@ -475,6 +476,7 @@ impl MemcacheCache {
     /// lists no longer name (those still cached go back in the index).
     async fn scan(&self) -> Result<Scan> {
         let registry = &self.registry;
+        let started = Instant::now();
         let (restarts, seq) = (self.client.restarts(), registry.seq());
         let now_window = registry.window_of(now_ms());
         let mut p = Pipeline::new();
@@ -528,6 +530,7 @@ impl MemcacheCache {
             // Listed by this call all the same; the next listing tries again.
             warn!(error = %e, cells = put_back.len(), "could not put cells back in the dirty index of memcached");
         }
+        self.last_listing.record(started, restarts, dirty.iter().map(|(enc, (_, _, stamp, _))| (enc.as_str(), *stamp)));
         Ok(Scan { now_window, first_window, restarts, lists, dirty })
     }
 
@@ -609,14 +612,18 @@ impl MemcacheCache {
         Ok(ids.into_iter().collect())
     }
 
+    /// The gauges: from the last listing while it is fresh (see
+    /// [`crate::last_listing`]), else from a listing now.
     pub(crate) async fn gauges(&self) -> Result<CacheStats> {
-        let scan = self.scan().await?;
+        let (dirty_cells, oldest_dirty_ms) = match self.last_listing.gauges(self.client.restarts()) {
+            Some(gauges) => gauges,
+            None => {
+                let scan = self.scan().await?;
+                (scan.dirty.len() as u64, scan.dirty.values().map(|(_, _, stamp, _)| *stamp).min())
+            }
+        };
         let open = self.open_claim_ids(0..self.layout.index_shards()).await?;
-        Ok(CacheStats {
-            dirty_cells: scan.dirty.len() as u64,
-            oldest_dirty_ms: scan.dirty.values().map(|(_, _, stamp, _)| *stamp).min(),
-            open_claims: open.len() as u64,
-        })
+        Ok(CacheStats { dirty_cells, oldest_dirty_ms, open_claims: open.len() as u64 })
     }
 }
 

@@ -23,6 +23,7 @@ impl CacheFaults for MemcacheCache {
         self.layout.start_generation(rand::random::<u32>());
         self.forget_all_lineages();
         self.registry.clear();
+        self.last_listing.clear();
         self.parts.lock().expect("parts lock").clear();
         Ok(())
     }

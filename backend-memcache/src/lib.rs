@@ -42,6 +42,7 @@ mod client;
 mod dirty;
 #[cfg(feature = "testing")]
 mod faults;
+mod last_listing;
 mod layout;
 mod lineage;
 mod once;

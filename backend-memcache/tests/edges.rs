@@ -284,6 +284,37 @@ async fn dirty_cells_of_other_handles_are_found_and_survive_compaction() {
     assert!(stats.oldest_dirty_ms.is_some());
 }
 
+/// The gauges answer from this process's last listing for up to a second,
+/// minus the cells it claimed since, instead of reading every dirty cell's
+/// state each time; then they list the index again.
+#[tokio::test]
+async fn gauges_come_from_the_last_listing_for_a_second_then_list_again() {
+    let Some(url) = service_url() else { return };
+    let options = MemcacheCacheOptions::with_prefix(random_prefix());
+    let (one, two) = (cache_with(&url, options.clone()).await, cache_with(&url, options).await);
+    let (a, b, c) = (key("gauge-a"), key("gauge-b"), key("gauge-c"));
+    for k in [&a, &b, &c] {
+        one.load(k, 0, 0).await.unwrap();
+    }
+    applied(&one, &a, 1).await;
+    applied(&one, &b, 1).await;
+    assert_eq!(two.dirty(u64::MAX, 10).await.unwrap().len(), 2);
+    assert_eq!(two.stats().await.unwrap().dirty_cells, 2);
+    let batch = two.claim(BatchId::new(), &[Cell::Counter(a.clone())]).await.unwrap();
+    assert_eq!(two.stats().await.unwrap().dirty_cells, 1, "a, claimed by this process, is out");
+    two.ack(batch.id).await.unwrap();
+    applied(&one, &c, 1).await;
+    let listed = std::time::Instant::now();
+    let stats = two.stats().await.unwrap();
+    if listed.elapsed() < Duration::from_millis(500) {
+        assert_eq!(stats.dirty_cells, 1, "as of the last listing: c is not in it");
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stats = two.stats().await.unwrap();
+    assert_eq!(stats.dirty_cells, 2, "listed again: b and c");
+    assert!(stats.oldest_dirty_ms.is_some());
+}
+
 #[tokio::test]
 async fn a_server_that_does_not_answer_is_unavailable_and_bad_urls_are_config_errors() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -124,8 +124,8 @@ async fn increments_after_flush_all_are_found_by_every_flusher() {
 
 /// The same with only the dirty-index items deleted (totals and flushed
 /// marks stay): the incrementing process finds the loss at its next
-/// listing (`dirty` or `stats`, which its flusher calls every tick) and
-/// lists its cells again.
+/// listing (`dirty`, which its flusher calls every pass, or `stats` when
+/// the last listing is over a second old) and lists its cells again.
 #[tokio::test]
 async fn increments_after_the_index_vanished_are_found_by_every_flusher() {
     let Some(url) = service_url() else { return };
@@ -145,7 +145,7 @@ async fn increments_after_the_index_vanished_are_found_by_every_flusher() {
     for i in 1..=20 {
         assert_eq!(first.incr(&k, 1).await.unwrap(), 1000 + i);
     }
-    one.stats().await.unwrap(); // what the first process's flusher calls every tick
+    one.dirty(u64::MAX, 10).await.unwrap(); // what the first process's flusher calls every pass
     let report = second.flush().await.unwrap();
     assert_eq!(durable(&store, &keys).await, 1020, "the other handle's flush lands the 20: {report:?}");
 

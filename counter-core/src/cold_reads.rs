@@ -4,8 +4,9 @@
 //! A miss joins the open group. A group reads when one of its members gets
 //! the turn (one group reads at a time): at that moment the group closes
 //! and every key that joined it is read in one call, so while a read is in
-//! flight the next group gathers the misses that arrive meanwhile. A cold
-//! wave of N counters costs a few reads instead of N.
+//! flight the next group gathers the misses that arrive meanwhile (and for
+//! [`LINGER`] after it ended, so that the misses it woke are in too). A
+//! cold wave of N counters costs a few reads instead of N.
 //!
 //! The read of a group is the same as a single counter's (claims touching
 //! its keys land first, then the store is read), and it starts after every
@@ -21,6 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
+use tokio::time::Instant;
 
 use crate::error::Result;
 use crate::key::Key;
@@ -28,6 +30,12 @@ use crate::key::Key;
 /// Most counters in one group (a store splits a read as it must, for
 /// example DynamoDB into requests of 100 keys).
 pub(crate) const MAX_GROUP: usize = 1_000;
+
+/// How long after the end of a read the next group waits to close: long
+/// enough for the misses the read woke to reach their next miss, short
+/// against a store read. A miss with no read in flight and none ended
+/// that recently reads at once.
+pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What a group's read found: the durable value of each of its keys, or
 /// the error of the read, and how many keys it covered.
@@ -76,11 +84,13 @@ struct State {
 pub(crate) struct ColdReads {
     state: Mutex<State>,
     turn: Semaphore,
+    /// When the last read ended.
+    last_end: Mutex<Option<Instant>>,
 }
 
 impl Default for ColdReads {
     fn default() -> Self {
-        ColdReads { state: Mutex::default(), turn: Semaphore::new(1) }
+        ColdReads { state: Mutex::default(), turn: Semaphore::new(1), last_end: Mutex::new(None) }
     }
 }
 
@@ -109,6 +119,13 @@ impl ColdReads {
     /// call [`finish`](Self::finish) after.
     pub(crate) async fn close(&self, group: &Arc<Group>) -> (SemaphorePermit<'_>, Vec<Key>) {
         let turn = self.turn.acquire().await.expect("the semaphore is never closed");
+        // If a read ended a moment ago, the misses it woke try the cache
+        // again and move on to their next counters: their next misses join
+        // this group if it waits for them before it closes.
+        let ended = *self.last_end.lock().expect("cold reads lock");
+        if let Some(since) = ended.map(|at| at.elapsed()).filter(|since| *since < LINGER) {
+            tokio::time::sleep(LINGER - since).await;
+        }
         // Under the state lock, which every join takes: no key joins after
         // the snapshot.
         let mut state = self.state.lock().expect("cold reads lock");
@@ -140,6 +157,7 @@ impl ColdReads {
 
     /// `group`'s read is over: its keys are no longer in flight.
     pub(crate) fn finish(&self, group: &Arc<Group>, keys: &[Key]) {
+        *self.last_end.lock().expect("cold reads lock") = Some(Instant::now());
         let mut state = self.state.lock().expect("cold reads lock");
         for key in keys {
             if state.reading.get(key).is_some_and(|g| Arc::ptr_eq(g, group)) {
@@ -196,6 +214,30 @@ mod tests {
         let next = open(reads.join(&key("one more")));
         assert!(!Arc::ptr_eq(&first, &next));
         assert_eq!(reads.close(&first).await.1.len(), MAX_GROUP);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_closing_right_after_a_read_waits_for_the_misses_it_woke() {
+        let reads = Arc::new(ColdReads::default());
+        let first = open(reads.join(&key("a")));
+        let (turn, keys) = reads.close(&first).await;
+        reads.finish(&first, &keys);
+        drop(turn);
+        // The woken member misses again at once: its group waits before it closes.
+        let second = open(reads.join(&key("b")));
+        let closing = tokio::spawn({
+            let (reads, second) = (reads.clone(), second.clone());
+            async move { reads.close(&second).await.1 }
+        });
+        tokio::time::sleep(LINGER / 2).await;
+        assert!(Arc::ptr_eq(&second, &open(reads.join(&key("c")))), "still gathering");
+        assert_eq!(closing.await.unwrap(), [key("b"), key("c")]);
+        // Long after the last read ended, a miss reads at once.
+        tokio::time::sleep(LINGER * 2).await;
+        let third = open(reads.join(&key("d")));
+        let started = Instant::now();
+        assert_eq!(reads.close(&third).await.1, [key("d")]);
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO);
     }
 
     #[tokio::test]
