@@ -315,11 +315,17 @@ impl CacheLayer for MemcacheCache {
     }
 
     async fn incr(&self, key: &Key, delta: i64) -> Result<CacheIncr> {
-        self.add_to_total(key, delta).await.map_err(|e| e.or_key(key))
+        let applied = self.add_to_total(key, delta).await.map_err(|e| e.or_key(key))?;
+        if matches!(applied, CacheIncr::Applied { pending, .. } if delta != 0 && pending == i128::from(delta)) {
+            self.last_listing.dirtied();
+        }
+        Ok(applied)
     }
 
     async fn incr_once(&self, key: &Key, delta: i64, once: &Once) -> Result<CacheIncrOnce> {
-        self.add_once(key, delta, once).await
+        let outcome = self.add_once(key, delta, once).await;
+        self.last_listing.dirtied();
+        outcome
     }
 
     async fn forget_once(&self, key: &Key, idempotency_key: &str) -> Result<()> {
@@ -327,7 +333,11 @@ impl CacheLayer for MemcacheCache {
     }
 
     async fn load(&self, key: &Key, durable: i64, extra: i64) -> Result<i64> {
-        self.install(key, durable, extra).await.map_err(|e| e.or_key(key))
+        let total = self.install(key, durable, extra).await.map_err(|e| e.or_key(key));
+        if extra != 0 {
+            self.last_listing.dirtied();
+        }
+        total
     }
 
     async fn incr_slices(&self, slices: &[SliceId], delta: i64) -> Result<()> {
@@ -335,7 +345,9 @@ impl CacheLayer for MemcacheCache {
     }
 
     async fn set(&self, key: &Key, total: i64) -> Result<Option<i64>> {
-        self.set_total(key, total).await.map_err(|e| e.or_key(key))
+        let previous = self.set_total(key, total).await.map_err(|e| e.or_key(key));
+        self.last_listing.dirtied();
+        previous
     }
 
     async fn get_many(&self, cells: &[Cell]) -> Result<Vec<Option<CachedValue>>> {

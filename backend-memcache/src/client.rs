@@ -8,14 +8,18 @@
 //! read as the answer to another command. Nothing is ever resent: a request
 //! whose reply was lost may have been executed, and resending an increment
 //! would count it twice.
+//!
+//! Concurrent callers' pipelines share writes (see [`Client::run`]): the
+//! caller that gets a connection sends every pipeline waiting in one write.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use counter_core::{Error, ErrorKind, Result};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Semaphore, oneshot};
 
 /// How a meta command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +189,11 @@ pub(crate) struct Client {
     config: ClientConfig,
     idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
+    /// Pipelines waiting for a connection (see [`Client::run`]).
+    waiting: std::sync::Mutex<VecDeque<Waiting>>,
+    /// Writes sent (shared ones count once).
+    #[cfg(test)]
+    writes: std::sync::atomic::AtomicU64,
     /// The server instance last connected to (its pid and start time), and
     /// how many times it changed: a restarted server has lost everything.
     instance: std::sync::Mutex<Option<(u64, u64)>>,
@@ -201,6 +210,9 @@ impl Client {
             config,
             idle: Mutex::new(Vec::new()),
             permits,
+            waiting: std::sync::Mutex::new(VecDeque::new()),
+            #[cfg(test)]
+            writes: std::sync::atomic::AtomicU64::new(0),
             instance: std::sync::Mutex::new(None),
             restarts: std::sync::atomic::AtomicU64::new(0),
         }
@@ -278,42 +290,126 @@ impl Client {
     /// Timeouts and I/O failures are [`Unavailable`](ErrorKind::Unavailable);
     /// an error reply of the server is [`Permanent`](ErrorKind::Permanent)
     /// (or `Unavailable` when the server is out of memory).
+    ///
+    /// Pipelines of concurrent callers share writes: a pipeline waits in a
+    /// queue, and whoever gets a connection sends every pipeline waiting
+    /// (up to [`MAX_SHARED_COMMANDS`]) in one write and hands each caller
+    /// its own replies. memcached answers a connection's commands in
+    /// order, so each pipeline still runs as a unit, in its own order; a
+    /// failure fails the pipelines whose replies were not all read, and
+    /// each of those may have run (as with a pipeline of its own). Under
+    /// load this turns many small round trips into a few large ones,
+    /// which is what a memcached server spends its time on.
     pub(crate) async fn run(&self, pipeline: &Pipeline) -> Result<Vec<Reply>> {
         if pipeline.is_empty() {
             return Ok(Vec::new());
         }
-        let _permit = self.permits.acquire().await.map_err(|_| Error::new(ErrorKind::Unavailable, "client closed"))?;
+        let (reply, mut replies) = oneshot::channel();
+        let waiting = Waiting { buf: pipeline.buf.clone(), count: pipeline.count, reply };
+        self.waiting.lock().expect("waiting lock").push_back(waiting);
+        loop {
+            let permit = tokio::select! {
+                biased;
+                done = &mut replies => return done.unwrap_or_else(|_| Err(self.lost())),
+                permit = self.permits.acquire() => {
+                    permit.map_err(|_| Error::new(ErrorKind::Unavailable, "client closed"))?
+                }
+            };
+            let mut batch = self.take_waiting();
+            if batch.is_empty() {
+                // Another caller took this pipeline: its replies are on the way.
+                drop(permit);
+                return replies.await.unwrap_or_else(|_| Err(self.lost()));
+            }
+            self.send(&mut batch).await;
+            drop(permit);
+        }
+    }
+
+    /// The pipelines waiting, oldest first, up to [`MAX_SHARED_COMMANDS`]
+    /// (at least one); those whose caller gave up are dropped unsent.
+    fn take_waiting(&self) -> VecDeque<Waiting> {
+        let mut waiting = self.waiting.lock().expect("waiting lock");
+        let mut batch = VecDeque::new();
+        let mut commands = 0;
+        while let Some(next) = waiting.front() {
+            if !batch.is_empty() && commands + next.count > MAX_SHARED_COMMANDS {
+                break;
+            }
+            let next = waiting.pop_front().expect("front exists");
+            if !next.reply.is_closed() {
+                commands += next.count;
+                batch.push_back(next);
+            }
+        }
+        batch
+    }
+
+    /// Sends `batch` on one connection and hands out the replies; what
+    /// is left in `batch` after a failure gets the error.
+    async fn send(&self, batch: &mut VecDeque<Waiting>) {
         let pooled = self.idle.lock().await.pop();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => self.connect().await?,
+            None => match self.connect().await {
+                Ok(conn) => conn,
+                Err(e) => return fail_all(batch, &e),
+            },
         };
-        let outcome = tokio::time::timeout(self.config.timeout, exchange(&mut conn, pipeline)).await;
-        match outcome {
-            Ok(Ok(replies)) => {
+        #[cfg(test)]
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let outcome = tokio::time::timeout(self.config.timeout, exchange(&mut conn, batch)).await;
+        let error = match outcome {
+            Ok(Ok(refused)) => {
                 // A connection that saw an error reply may be out of step: drop it.
-                if !replies.iter().any(|r| matches!(r.status, Status::Refused(_))) {
+                if !refused {
                     let mut idle = self.idle.lock().await;
                     if idle.len() < self.config.max_connections {
                         idle.push(conn);
                     }
                 }
-                Ok(replies)
+                return;
             }
             Ok(Err(Failure::Io(e))) => {
                 // The server went away: every pooled connection is likely dead too.
                 self.idle.lock().await.clear();
-                Err(Error::unavailable(format!("memcached at {} failed", self.config.addr), e))
+                Error::unavailable(format!("memcached at {} failed", self.config.addr), e)
             }
-            Ok(Err(Failure::Malformed(line))) => Err(Error::new(
+            Ok(Err(Failure::Malformed(line))) => Error::new(
                 ErrorKind::Permanent,
                 format!("memcached at {} sent a reply this client cannot read: {line:?}", self.config.addr),
-            )),
-            Err(_) => Err(Error::new(
-                ErrorKind::Unavailable,
-                format!("memcached at {} did not answer in time", self.config.addr),
-            )),
-        }
+            ),
+            Err(_) => {
+                Error::new(ErrorKind::Unavailable, format!("memcached at {} did not answer in time", self.config.addr))
+            }
+        };
+        fail_all(batch, &error);
+    }
+
+    /// The error of a caller whose pipeline was taken by another caller
+    /// that stopped (was cancelled) before handing out the replies.
+    fn lost(&self) -> Error {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!("the connection to memcached at {} was dropped before the replies were read", self.config.addr),
+        )
+    }
+}
+
+/// Most commands sent in one shared write.
+pub(crate) const MAX_SHARED_COMMANDS: usize = 4_096;
+
+/// A pipeline waiting to be sent, and where its replies go.
+#[derive(Debug)]
+struct Waiting {
+    buf: Vec<u8>,
+    count: usize,
+    reply: oneshot::Sender<Result<Vec<Reply>>>,
+}
+
+fn fail_all(batch: &mut VecDeque<Waiting>, error: &Error) {
+    for waiting in batch.drain(..) {
+        let _ = waiting.reply.send(Err(error.clone()));
     }
 }
 
@@ -328,23 +424,39 @@ impl From<std::io::Error> for Failure {
     }
 }
 
-async fn exchange(conn: &mut Conn, pipeline: &Pipeline) -> std::result::Result<Vec<Reply>, Failure> {
-    conn.get_mut().write_all(&pipeline.buf).await?;
-    let mut replies = Vec::with_capacity(pipeline.count);
-    let mut line = Vec::new();
-    for _ in 0..pipeline.count {
-        line.clear();
-        let n = (&mut *conn).take(MAX_LINE as u64).read_until(b'\n', &mut line).await?;
-        if n == 0 || !line.ends_with(b"\r\n") {
-            return Err(Failure::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "memcached closed the connection or sent a malformed line",
-            )));
-        }
-        let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
-        replies.push(parse_reply(conn, &text).await?);
+/// Writes every pipeline of `batch` in one write, then reads the replies
+/// in order, handing each pipeline its own as soon as they are all read
+/// (and taking it out of `batch`). Whether any reply was an error reply.
+async fn exchange(conn: &mut Conn, batch: &mut VecDeque<Waiting>) -> std::result::Result<bool, Failure> {
+    if batch.len() == 1 {
+        conn.get_mut().write_all(&batch[0].buf).await?;
+    } else {
+        let mut buf = Vec::with_capacity(batch.iter().map(|w| w.buf.len()).sum());
+        batch.iter().for_each(|w| buf.extend_from_slice(&w.buf));
+        conn.get_mut().write_all(&buf).await?;
     }
-    Ok(replies)
+    let mut refused = false;
+    let mut line = Vec::new();
+    while let Some(waiting) = batch.front() {
+        let mut replies = Vec::with_capacity(waiting.count);
+        for _ in 0..waiting.count {
+            line.clear();
+            let n = (&mut *conn).take(MAX_LINE as u64).read_until(b'\n', &mut line).await?;
+            if n == 0 || !line.ends_with(b"\r\n") {
+                return Err(Failure::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "memcached closed the connection or sent a malformed line",
+                )));
+            }
+            let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+            let reply = parse_reply(conn, &text).await?;
+            refused |= matches!(reply.status, Status::Refused(_));
+            replies.push(reply);
+        }
+        let waiting = batch.pop_front().expect("front exists");
+        let _ = waiting.reply.send(Ok(replies));
+    }
+    Ok(refused)
 }
 
 async fn parse_reply(conn: &mut Conn, text: &str) -> std::result::Result<Reply, Failure> {
@@ -393,6 +505,48 @@ mod tests {
         p.get("a", "v c").set("b", b"x y", "ME").arith("c", "D5 v").delete("d", "").noop();
         assert_eq!(p.len(), 5);
         assert_eq!(String::from_utf8(p.buf).unwrap(), "mg a v c\r\nms b 3 ME\r\nx y\r\nma c D5 v\r\nmd d\r\nmn\r\n");
+    }
+
+    /// Against the test server: with one connection, 200 concurrent
+    /// callers' pipelines go out in shared writes, and each caller gets
+    /// its own replies, in its own order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_pipelines_share_writes_and_each_gets_its_own_replies() {
+        let Some(url) = conformance::service_url("COUNTERS_TEST_MEMCACHE_URL") else { return };
+        let config = ClientConfig {
+            addr: crate::MemcacheTarget::parse(&url).unwrap().addr(),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            max_connections: 1,
+        };
+        let client = std::sync::Arc::new(Client::new(config));
+        let prefix = format!("client-{:016x}", rand::random::<u64>());
+        let mut p = Pipeline::new();
+        p.set(&format!("{prefix}:n"), b"0", "");
+        assert!(client.run(&p).await.unwrap()[0].ok());
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let (client, prefix) = (client.clone(), prefix.clone());
+                tokio::spawn(async move {
+                    let (key, value) = (format!("{prefix}:{i}"), format!("value {i}"));
+                    let mut p = Pipeline::new();
+                    p.set(&key, value.as_bytes(), "").get(&key, "v").arith(&format!("{prefix}:n"), "v");
+                    let replies = client.run(&p).await.unwrap();
+                    assert_eq!(replies.len(), 3);
+                    assert!(replies[0].ok());
+                    assert_eq!(replies[1].text(), Some(value.as_str()), "caller {i} got its own value");
+                    replies[2].text().unwrap().trim_end().parse::<u64>().unwrap()
+                })
+            })
+            .collect();
+        let mut counts = Vec::new();
+        for task in tasks {
+            counts.push(task.await.unwrap());
+        }
+        counts.sort();
+        assert_eq!(counts, (1..=200).collect::<Vec<u64>>(), "every increment once");
+        let writes = client.writes.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(writes < 200, "{writes} writes for 201 pipelines on one connection: none was shared");
     }
 
     #[test]

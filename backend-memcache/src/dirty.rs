@@ -38,7 +38,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use counter_core::{CacheStats, Cell, DirtyCell, Error, ErrorKind, Result, now_ms};
 use tracing::warn;
@@ -476,7 +475,7 @@ impl MemcacheCache {
     /// lists no longer name (those still cached go back in the index).
     async fn scan(&self) -> Result<Scan> {
         let registry = &self.registry;
-        let started = Instant::now();
+        let listing = self.last_listing.begin();
         let (restarts, seq) = (self.client.restarts(), registry.seq());
         let now_window = registry.window_of(now_ms());
         let mut p = Pipeline::new();
@@ -530,7 +529,7 @@ impl MemcacheCache {
             // Listed by this call all the same; the next listing tries again.
             warn!(error = %e, cells = put_back.len(), "could not put cells back in the dirty index of memcached");
         }
-        self.last_listing.record(started, restarts, dirty.iter().map(|(enc, (_, _, stamp, _))| (enc.as_str(), *stamp)));
+        self.last_listing.record(listing, restarts, dirty.iter().map(|(enc, (_, _, stamp, _))| (enc.as_str(), *stamp)));
         Ok(Scan { now_window, first_window, restarts, lists, dirty })
     }
 

@@ -11,10 +11,15 @@
 //! the last listing while it is younger than [`FRESH_FOR`], minus the cells
 //! this process claimed since; older, it lists again.
 //!
-//! The gauges are then as of that listing: cells other processes dirtied
-//! or flushed since are counted at the next one (within [`FRESH_FOR`]).
-//! Nothing but the gauges reads this: flushing, listings and their repair
-//! of a vanished index always read the index itself.
+//! The engine's backpressure counts on the gauges being current for what
+//! this process did: a cell this process makes dirty (an increment of a
+//! clean cell, a load with a delta, a set) drops the last listing, so the
+//! next gauges list again, and a cell it claims is taken out. A listing
+//! that ran while either happened is not kept (it may predate the change).
+//! Cells other processes dirtied or flushed are counted at the next
+//! listing (within [`FRESH_FOR`]). Nothing but the gauges reads this:
+//! flushing, listings and their repair of a vanished index always read the
+//! index itself.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -28,7 +33,14 @@ pub(crate) const FRESH_FOR: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub(crate) struct LastListing {
     hasher: RandomState,
-    last: Mutex<Option<Snapshot>>,
+    last: Mutex<Last>,
+}
+
+#[derive(Debug, Default)]
+struct Last {
+    snapshot: Option<Snapshot>,
+    /// Counts the changes this process made to which cells are dirty.
+    changes: u64,
 }
 
 #[derive(Debug)]
@@ -45,19 +57,41 @@ struct Snapshot {
 pub(crate) type DirtyGauges = (u64, Option<u64>);
 
 impl LastListing {
-    /// Records what a listing that started at `at` found: the dirty cells'
-    /// encoded ids and stamps.
-    pub(crate) fn record<'a>(&self, at: Instant, restarts: u64, dirty: impl Iterator<Item = (&'a str, u64)>) {
-        let dirty = dirty.map(|(enc, stamp)| (self.hasher.hash_one(enc), stamp)).collect();
+    /// Where a listing starting now stands: pass it to
+    /// [`record`](Self::record).
+    pub(crate) fn begin(&self) -> (Instant, u64) {
+        (Instant::now(), self.last.lock().expect("last listing lock").changes)
+    }
+
+    /// Records what a listing found (the dirty cells' encoded ids and
+    /// stamps), unless this process changed which cells are dirty since it
+    /// began.
+    pub(crate) fn record<'a>(
+        &self,
+        (at, changes): (Instant, u64),
+        restarts: u64,
+        dirty: impl Iterator<Item = (&'a str, u64)>,
+    ) {
         let mut last = self.last.lock().expect("last listing lock");
-        if last.as_ref().is_none_or(|s| s.at <= at) {
-            *last = Some(Snapshot { at, restarts, dirty });
+        if last.changes != changes || last.snapshot.as_ref().is_some_and(|s| s.at > at) {
+            return;
         }
+        let dirty = dirty.map(|(enc, stamp)| (self.hasher.hash_one(enc), stamp)).collect();
+        last.snapshot = Some(Snapshot { at, restarts, dirty });
+    }
+
+    /// This process made a cell dirty: the next gauges list again.
+    pub(crate) fn dirtied(&self) {
+        let mut last = self.last.lock().expect("last listing lock");
+        last.changes += 1;
+        last.snapshot = None;
     }
 
     /// Takes cells this process claimed out of the last listing.
     pub(crate) fn claimed<'a>(&self, encs: impl Iterator<Item = &'a str>) {
-        if let Some(snapshot) = self.last.lock().expect("last listing lock").as_mut() {
+        let mut last = self.last.lock().expect("last listing lock");
+        last.changes += 1;
+        if let Some(snapshot) = last.snapshot.as_mut() {
             for enc in encs {
                 snapshot.dirty.remove(&self.hasher.hash_one(enc));
             }
@@ -68,14 +102,14 @@ impl LastListing {
     /// instance.
     pub(crate) fn gauges(&self, restarts: u64) -> Option<DirtyGauges> {
         let last = self.last.lock().expect("last listing lock");
-        let snapshot = last.as_ref().filter(|s| s.restarts == restarts && s.at.elapsed() < FRESH_FOR)?;
+        let snapshot = last.snapshot.as_ref().filter(|s| s.restarts == restarts && s.at.elapsed() < FRESH_FOR)?;
         Some((snapshot.dirty.len() as u64, snapshot.dirty.values().min().copied()))
     }
 
     /// Forgets the last listing (the next gauges list again).
     #[cfg(feature = "testing")]
     pub(crate) fn clear(&self) {
-        *self.last.lock().expect("last listing lock") = None;
+        self.dirtied();
     }
 }
 
@@ -87,20 +121,25 @@ mod tests {
     fn gauges_come_from_a_fresh_listing_minus_the_cells_claimed_since() {
         let listing = LastListing::default();
         assert_eq!(listing.gauges(0), None, "nothing listed yet");
-        let now = Instant::now();
-        listing.record(now, 0, [("a", 30), ("b", 10), ("c", 20)].into_iter());
+        let (now, changes) = listing.begin();
+        listing.record((now, changes), 0, [("a", 30), ("b", 10), ("c", 20)].into_iter());
         assert_eq!(listing.gauges(0), Some((3, Some(10))));
+        let during = listing.begin();
         listing.claimed(["b", "unknown"].into_iter());
         assert_eq!(listing.gauges(0), Some((2, Some(20))));
         assert_eq!(listing.gauges(1), None, "another server instance");
+        listing.record(during, 0, [("b", 10)].into_iter());
+        assert_eq!(listing.gauges(0), Some((2, Some(20))), "a listing that ran during a claim is not kept");
         // An older listing finishing late does not replace a newer one.
-        listing.record(now - Duration::from_millis(5), 0, std::iter::empty());
+        let (_, changes) = listing.begin();
+        listing.record((now - Duration::from_millis(5), changes), 0, std::iter::empty());
         assert_eq!(listing.gauges(0), Some((2, Some(20))));
-        listing.record(now - FRESH_FOR, 0, std::iter::empty());
-        assert_eq!(listing.gauges(0), Some((2, Some(20))));
+        // A cell this process dirties drops the listing.
+        listing.dirtied();
+        assert_eq!(listing.gauges(0), None);
         // A stale one is not answered from.
         let stale = LastListing::default();
-        stale.record(now - FRESH_FOR, 0, [("a", 1)].into_iter());
+        stale.record((now - FRESH_FOR, 0), 0, [("a", 1)].into_iter());
         assert_eq!(stale.gauges(0), None);
     }
 }

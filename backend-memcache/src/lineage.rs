@@ -22,7 +22,9 @@ use crate::cache::{CellRef, MemcacheCache, State, overflow};
 use crate::client::{Pipeline, Reply, Status};
 use crate::dirty::registrations_ok;
 use crate::layout::parse_raw_id;
-use crate::values::{Flushed, Offset, corrupt, encode_total, incr_amount, parse_u64, undo_amount, wrapped};
+use crate::values::{
+    Flushed, Offset, corrupt, decode_total, encode_total, incr_amount, parse_u64, undo_amount, wrapped,
+};
 
 /// Deltas at least this large are added with compare-and-swap, so that an
 /// overflow is refused before anything is written. Smaller ones use
@@ -508,8 +510,15 @@ impl MemcacheCache {
                     match self.landed(&cells[*i], *lineage, incr, &pair[1])? {
                         Landed::Live(stored, mark) => {
                             applied.push((*i, *lineage));
-                            if wrapped(mark.offset.report_encoded(stored), delta) && failed.is_none() {
+                            let reported = mark.offset.report_encoded(stored);
+                            if wrapped(reported, delta) && failed.is_none() {
                                 failed = Some(overflow(cells[*i].cell.key()));
+                            }
+                            let pending =
+                                i128::from(decode_total(reported)) - i128::from(mark.offset.report(mark.mark));
+                            if pending == i128::from(delta) {
+                                // It was clean: the gauges must list again.
+                                self.last_listing.dirtied();
                             }
                         }
                         Landed::Elsewhere(_) => {
