@@ -470,10 +470,15 @@ impl MemcacheCache {
         registrations_ok(&self.client.run(&p).await?)
     }
 
-    /// Reads the index from the head to now and the state of every cell it
-    /// names, and of every cell this process put in it before and the
-    /// lists no longer name (those still cached go back in the index).
-    async fn scan(&self) -> Result<Scan> {
+    /// Reads the index from the head to now and the state of the cells it
+    /// names that became dirty at or before `due_before_ms` (all of them
+    /// with `u64::MAX`), or that sit in windows about to be compacted, and
+    /// of every cell this process put in it before and the lists no longer
+    /// name (those still cached go back in the index). A cell registered
+    /// later cannot be due, and stays in its open window: its state is not
+    /// read (a flusher's listing then costs the server in proportion to
+    /// the cells it may flush, not to every dirty one).
+    async fn scan(&self, due_before_ms: u64) -> Result<Scan> {
         let registry = &self.registry;
         let listing = self.last_listing.begin();
         let (restarts, seq) = (self.client.restarts(), registry.seq());
@@ -484,7 +489,10 @@ impl MemcacheCache {
         let first_window = head.unwrap_or(now_window.saturating_sub(registry.lookback_windows)).min(now_window);
         let keys: Vec<(u64, u16)> =
             (first_window..=now_window).flat_map(|w| (0..self.layout.dirty_shards()).map(move |s| (w, s))).collect();
+        let closed_before = now_window.saturating_sub(registry.margin_windows);
         let mut stamps: HashMap<String, u64> = HashMap::new();
+        // Cells named in a window the compaction deletes: read, to be carried.
+        let mut compacted: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut lists = Vec::new();
         for chunk in keys.chunks(SCAN_CHUNK) {
             let mut p = Pipeline::new();
@@ -498,6 +506,9 @@ impl MemcacheCache {
                 }
                 lists.push((w, s));
                 for (stamp, enc) in parse_dirty(reply.value.as_deref().unwrap_or_default()) {
+                    if w < closed_before && stamp > due_before_ms {
+                        compacted.insert(enc.clone());
+                    }
                     let at = stamps.entry(enc).or_insert(stamp);
                     *at = (*at).min(stamp);
                 }
@@ -508,7 +519,11 @@ impl MemcacheCache {
         for (enc, (_, stamp)) in &unlisted {
             stamps.insert(enc.clone(), *stamp);
         }
-        let encs: Vec<(String, u64)> = stamps.into_iter().collect();
+        let all = stamps.len();
+        let encs: Vec<(String, u64)> = stamps
+            .into_iter()
+            .filter(|(enc, stamp)| *stamp <= due_before_ms || compacted.contains(enc) || unlisted.contains_key(enc))
+            .collect();
         let mut dirty = HashMap::new();
         let mut put_back: Vec<Line> = Vec::new();
         for chunk in encs.chunks(SCAN_CHUNK) {
@@ -529,7 +544,14 @@ impl MemcacheCache {
             // Listed by this call all the same; the next listing tries again.
             warn!(error = %e, cells = put_back.len(), "could not put cells back in the dirty index of memcached");
         }
-        self.last_listing.record(listing, restarts, dirty.iter().map(|(enc, (_, _, stamp, _))| (enc.as_str(), *stamp)));
+        if encs.len() == all {
+            // Every dirty cell: good for the gauges.
+            self.last_listing.record(
+                listing,
+                restarts,
+                dirty.iter().map(|(enc, (_, _, stamp, _))| (enc.as_str(), *stamp)),
+            );
+        }
         Ok(Scan { now_window, first_window, restarts, lists, dirty })
     }
 
@@ -583,7 +605,7 @@ impl MemcacheCache {
 
     /// Cells with a pending delta, oldest first.
     pub(crate) async fn list_dirty(&self, dirty_before_ms: u64, limit: usize) -> Result<Vec<DirtyCell>> {
-        let scan = self.scan().await?;
+        let scan = self.scan(dirty_before_ms).await?;
         self.compact(&scan).await?;
         let mut out: Vec<DirtyCell> = scan
             .dirty
@@ -617,7 +639,7 @@ impl MemcacheCache {
         let (dirty_cells, oldest_dirty_ms) = match self.last_listing.gauges(self.client.restarts()) {
             Some(gauges) => gauges,
             None => {
-                let scan = self.scan().await?;
+                let scan = self.scan(u64::MAX).await?;
                 (scan.dirty.len() as u64, scan.dirty.values().map(|(_, _, stamp, _)| *stamp).min())
             }
         };

@@ -284,6 +284,28 @@ async fn dirty_cells_of_other_handles_are_found_and_survive_compaction() {
     assert!(stats.oldest_dirty_ms.is_some());
 }
 
+/// A flusher's listing reads the state only of the cells that may be due
+/// (and of those in windows it compacts): a listing of cells due before
+/// the epoch finds none, yet every window it compacts carries its dirty
+/// cells on.
+#[tokio::test]
+async fn a_listing_of_due_cells_still_carries_the_cells_it_compacts() {
+    let Some(url) = service_url() else { return };
+    let mut options = MemcacheCacheOptions::with_prefix(random_prefix());
+    options.dirty_window = Duration::from_millis(20);
+    options.clock_margin = Duration::from_millis(20);
+    let (one, two) = (cache_with(&url, options.clone()).await, cache_with(&url, options).await);
+    let k = key("carried-by-a-due-listing");
+    one.load(&k, 0, 0).await.unwrap();
+    applied(&one, &k, 5).await;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(two.dirty(0, 10).await.unwrap().is_empty(), "nothing became dirty before the epoch");
+    }
+    let listed = two.dirty(u64::MAX, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|d| (d.cell.clone(), d.pending)).collect::<Vec<_>>(), [(Cell::Counter(k), 5)]);
+}
+
 /// The gauges answer from this process's last listing for up to a second,
 /// minus the cells it claimed since, instead of reading every dirty cell's
 /// state each time; then they list the index again.
