@@ -315,16 +315,23 @@ impl CacheLayer for MemcacheCache {
     }
 
     async fn incr(&self, key: &Key, delta: i64) -> Result<CacheIncr> {
-        let applied = self.add_to_total(key, delta).await.map_err(|e| e.or_key(key))?;
-        if matches!(applied, CacheIncr::Applied { pending, .. } if delta != 0 && pending == i128::from(delta)) {
-            self.last_listing.dirtied();
+        let applied = self.add_to_total(key, delta).await.map_err(|e| e.or_key(key));
+        // A cell it made dirty, or may have (an error after the add may
+        // have reached the server), makes the gauges list again.
+        let dirtied = match &applied {
+            Ok(CacheIncr::Applied { pending, .. }) => *pending == i128::from(delta),
+            Ok(CacheIncr::Missing) => false,
+            Err(_) => true,
+        };
+        if delta != 0 && dirtied {
+            self.last_listing.changed();
         }
-        Ok(applied)
+        applied
     }
 
     async fn incr_once(&self, key: &Key, delta: i64, once: &Once) -> Result<CacheIncrOnce> {
         let outcome = self.add_once(key, delta, once).await;
-        self.last_listing.dirtied();
+        self.last_listing.changed();
         outcome
     }
 
@@ -335,18 +342,23 @@ impl CacheLayer for MemcacheCache {
     async fn load(&self, key: &Key, durable: i64, extra: i64) -> Result<i64> {
         let total = self.install(key, durable, extra).await.map_err(|e| e.or_key(key));
         if extra != 0 {
-            self.last_listing.dirtied();
+            self.last_listing.changed();
         }
         total
     }
 
     async fn incr_slices(&self, slices: &[SliceId], delta: i64) -> Result<()> {
-        self.add_to_slices(slices, delta).await
+        let added = self.add_to_slices(slices, delta).await;
+        if added.is_err() && delta != 0 {
+            // Some may have reached the server (see `incr`).
+            self.last_listing.changed();
+        }
+        added
     }
 
     async fn set(&self, key: &Key, total: i64) -> Result<Option<i64>> {
         let previous = self.set_total(key, total).await.map_err(|e| e.or_key(key));
-        self.last_listing.dirtied();
+        self.last_listing.changed();
         previous
     }
 

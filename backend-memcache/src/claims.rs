@@ -192,7 +192,9 @@ impl MemcacheCache {
             p.set(&self.layout.flushed(&k.c.enc), &moved.to_value(&k.c.raw), &format!("C{} c", k.f_cas));
         }
         let moves = self.client.run(&p).await?;
-        self.last_listing.claimed(committed.iter().map(|k| k.c.enc.as_str()));
+        if !committed.is_empty() {
+            self.last_listing.changed();
+        }
         let mut clean_slices = Vec::new();
         for (k, moved) in committed.iter().zip(&moves) {
             batch.entries.push(BatchEntry { cell: k.c.cell.clone(), delta: k.step });

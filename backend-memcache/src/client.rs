@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use counter_core::{Error, ErrorKind, Result};
@@ -183,12 +184,57 @@ pub(crate) struct ClientConfig {
     pub(crate) max_connections: usize,
 }
 
-/// A pool of connections to one memcached server.
+/// A client of one memcached server: a handle on its pool of connections.
 #[derive(Debug)]
 pub(crate) struct Client {
+    pool: Arc<Pool>,
+}
+
+impl Client {
+    pub(crate) fn new(config: ClientConfig) -> Client {
+        Client { pool: Arc::new(Pool::new(config)) }
+    }
+
+    /// How many times the server was seen restarted (a new instance behind
+    /// the address). Anything remembered about the server's content from
+    /// before is void.
+    pub(crate) fn restarts(&self) -> u64 {
+        self.pool.restarts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The server's address (`host:port`).
+    pub(crate) fn addr(&self) -> &str {
+        &self.pool.config.addr
+    }
+
+    /// Sends `pipeline` and returns one reply per command, in order.
+    /// Timeouts and I/O failures are [`Unavailable`](ErrorKind::Unavailable);
+    /// an error reply of the server is [`Permanent`](ErrorKind::Permanent)
+    /// (or `Unavailable` when the server is out of memory).
+    ///
+    /// Pipelines of concurrent callers share writes: a pipeline waits in a
+    /// queue, and whoever gets a connection has every pipeline waiting (up
+    /// to [`MAX_SHARED_COMMANDS`]) sent in one write, by a task of its own
+    /// (so that a caller that gives up does not fail the others), which
+    /// hands each caller its own replies. memcached answers a connection's
+    /// commands in order, so each pipeline still runs as a unit, in its own
+    /// order. A failure fails the pipelines whose replies were not all
+    /// read, and each of those may have run (as with a pipeline of its
+    /// own); after a pipeline that got an error reply, the connection may
+    /// be out of step, so the pipelines after it fail as `Unavailable`.
+    /// Under load this turns many small round trips into a few large ones,
+    /// which is what a memcached server spends its time on.
+    pub(crate) async fn run(&self, pipeline: &Pipeline) -> Result<Vec<Reply>> {
+        self.pool.run(pipeline).await
+    }
+}
+
+/// The connections to one memcached server.
+#[derive(Debug)]
+struct Pool {
     config: ClientConfig,
     idle: Mutex<Vec<Conn>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     /// Pipelines waiting for a connection (see [`Client::run`]).
     waiting: std::sync::Mutex<VecDeque<Waiting>>,
     /// Writes sent (shared ones count once).
@@ -203,10 +249,10 @@ pub(crate) struct Client {
 /// Longest reply line accepted (a `VA` header or a status line).
 const MAX_LINE: usize = 4096;
 
-impl Client {
-    pub(crate) fn new(config: ClientConfig) -> Client {
-        let permits = Semaphore::new(config.max_connections.max(1));
-        Client {
+impl Pool {
+    fn new(config: ClientConfig) -> Pool {
+        let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        Pool {
             config,
             idle: Mutex::new(Vec::new()),
             permits,
@@ -216,13 +262,6 @@ impl Client {
             instance: std::sync::Mutex::new(None),
             restarts: std::sync::atomic::AtomicU64::new(0),
         }
-    }
-
-    /// How many times the server was seen restarted (a new instance behind
-    /// the address). Anything remembered about the server's content from
-    /// before is void.
-    pub(crate) fn restarts(&self) -> u64 {
-        self.restarts.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Reads the server's pid and start time from `stats` on a new
@@ -264,11 +303,6 @@ impl Client {
         Ok(())
     }
 
-    /// The server's address (`host:port`).
-    pub(crate) fn addr(&self) -> &str {
-        &self.config.addr
-    }
-
     async fn connect(&self) -> Result<Conn> {
         let addr = &self.config.addr;
         let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr))
@@ -286,21 +320,8 @@ impl Client {
         Ok(conn)
     }
 
-    /// Sends `pipeline` and returns one reply per command, in order.
-    /// Timeouts and I/O failures are [`Unavailable`](ErrorKind::Unavailable);
-    /// an error reply of the server is [`Permanent`](ErrorKind::Permanent)
-    /// (or `Unavailable` when the server is out of memory).
-    ///
-    /// Pipelines of concurrent callers share writes: a pipeline waits in a
-    /// queue, and whoever gets a connection sends every pipeline waiting
-    /// (up to [`MAX_SHARED_COMMANDS`]) in one write and hands each caller
-    /// its own replies. memcached answers a connection's commands in
-    /// order, so each pipeline still runs as a unit, in its own order; a
-    /// failure fails the pipelines whose replies were not all read, and
-    /// each of those may have run (as with a pipeline of its own). Under
-    /// load this turns many small round trips into a few large ones,
-    /// which is what a memcached server spends its time on.
-    pub(crate) async fn run(&self, pipeline: &Pipeline) -> Result<Vec<Reply>> {
+    /// See [`Client::run`].
+    async fn run(self: &Arc<Self>, pipeline: &Pipeline) -> Result<Vec<Reply>> {
         if pipeline.is_empty() {
             return Ok(Vec::new());
         }
@@ -311,7 +332,7 @@ impl Client {
             let permit = tokio::select! {
                 biased;
                 done = &mut replies => return done.unwrap_or_else(|_| Err(self.lost())),
-                permit = self.permits.acquire() => {
+                permit = self.permits.clone().acquire_owned() => {
                     permit.map_err(|_| Error::new(ErrorKind::Unavailable, "client closed"))?
                 }
             };
@@ -321,8 +342,13 @@ impl Client {
                 drop(permit);
                 return replies.await.unwrap_or_else(|_| Err(self.lost()));
             }
-            self.send(&mut batch).await;
-            drop(permit);
+            // Sent by a task of its own: if this caller gives up, the others
+            // in the batch still get their replies.
+            let pool = self.clone();
+            tokio::spawn(async move {
+                pool.send(&mut batch).await;
+                drop(permit);
+            });
         }
     }
 
@@ -331,14 +357,17 @@ impl Client {
     fn take_waiting(&self) -> VecDeque<Waiting> {
         let mut waiting = self.waiting.lock().expect("waiting lock");
         let mut batch = VecDeque::new();
-        let mut commands = 0;
+        let (mut commands, mut bytes) = (0, 0);
         while let Some(next) = waiting.front() {
-            if !batch.is_empty() && commands + next.count > MAX_SHARED_COMMANDS {
+            if !batch.is_empty()
+                && (commands + next.count > MAX_SHARED_COMMANDS || bytes + next.buf.len() > MAX_SHARED_BYTES)
+            {
                 break;
             }
             let next = waiting.pop_front().expect("front exists");
             if !next.reply.is_closed() {
                 commands += next.count;
+                bytes += next.buf.len();
                 batch.push_back(next);
             }
         }
@@ -360,25 +389,44 @@ impl Client {
         self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let outcome = tokio::time::timeout(self.config.timeout, exchange(&mut conn, batch)).await;
         let error = match outcome {
-            Ok(Ok(refused)) => {
-                // A connection that saw an error reply may be out of step: drop it.
-                if !refused {
-                    let mut idle = self.idle.lock().await;
-                    if idle.len() < self.config.max_connections {
-                        idle.push(conn);
-                    }
+            Ok(Ok(Refusal::Clean)) => {
+                let mut idle = self.idle.lock().await;
+                if idle.len() < self.config.max_connections {
+                    idle.push(conn);
                 }
                 return;
             }
+            // A connection that saw an error reply may be out of step: it is
+            // dropped, and the replies read after it are not trusted.
+            Ok(Ok(Refusal::Seen)) => Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "memcached at {} refused an earlier command on the same connection; these may have run",
+                    self.config.addr
+                ),
+            ),
             Ok(Err(Failure::Io(e))) => {
                 // The server went away: every pooled connection is likely dead too.
                 self.idle.lock().await.clear();
                 Error::unavailable(format!("memcached at {} failed", self.config.addr), e)
             }
-            Ok(Err(Failure::Malformed(line))) => Error::new(
-                ErrorKind::Permanent,
-                format!("memcached at {} sent a reply this client cannot read: {line:?}", self.config.addr),
-            ),
+            Ok(Err(Failure::Malformed(line))) => {
+                // The pipeline whose reply it was gets it as a refusal; the
+                // ones after it may have run.
+                if let Some(first) = batch.pop_front() {
+                    let _ = first.reply.send(Err(Error::new(
+                        ErrorKind::Permanent,
+                        format!("memcached at {} sent a reply this client cannot read: {line:?}", self.config.addr),
+                    )));
+                }
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "memcached at {} sent a reply this client cannot read; these may have run",
+                        self.config.addr
+                    ),
+                )
+            }
             Err(_) => {
                 Error::new(ErrorKind::Unavailable, format!("memcached at {} did not answer in time", self.config.addr))
             }
@@ -396,8 +444,22 @@ impl Client {
     }
 }
 
-/// Most commands sent in one shared write.
-pub(crate) const MAX_SHARED_COMMANDS: usize = 4_096;
+/// Most commands sent in one shared write (a single pipeline may be
+/// larger, and goes alone). Kept small: the whole write is sent before any
+/// reply is read.
+pub(crate) const MAX_SHARED_COMMANDS: usize = 512;
+
+/// Most request bytes in one shared write (as above).
+const MAX_SHARED_BYTES: usize = 128 * 1024;
+
+/// Whether an exchange saw an error reply.
+enum Refusal {
+    /// No error reply.
+    Clean,
+    /// A pipeline got an error reply: it has its replies, the ones after it
+    /// in the batch are still in the batch, unsent to.
+    Seen,
+}
 
 /// A pipeline waiting to be sent, and where its replies go.
 #[derive(Debug)]
@@ -426,8 +488,9 @@ impl From<std::io::Error> for Failure {
 
 /// Writes every pipeline of `batch` in one write, then reads the replies
 /// in order, handing each pipeline its own as soon as they are all read
-/// (and taking it out of `batch`). Whether any reply was an error reply.
-async fn exchange(conn: &mut Conn, batch: &mut VecDeque<Waiting>) -> std::result::Result<bool, Failure> {
+/// (and taking it out of `batch`); stops after a pipeline that got an
+/// error reply.
+async fn exchange(conn: &mut Conn, batch: &mut VecDeque<Waiting>) -> std::result::Result<Refusal, Failure> {
     if batch.len() == 1 {
         conn.get_mut().write_all(&batch[0].buf).await?;
     } else {
@@ -435,9 +498,9 @@ async fn exchange(conn: &mut Conn, batch: &mut VecDeque<Waiting>) -> std::result
         batch.iter().for_each(|w| buf.extend_from_slice(&w.buf));
         conn.get_mut().write_all(&buf).await?;
     }
-    let mut refused = false;
     let mut line = Vec::new();
     while let Some(waiting) = batch.front() {
+        let mut refused = false;
         let mut replies = Vec::with_capacity(waiting.count);
         for _ in 0..waiting.count {
             line.clear();
@@ -455,8 +518,11 @@ async fn exchange(conn: &mut Conn, batch: &mut VecDeque<Waiting>) -> std::result
         }
         let waiting = batch.pop_front().expect("front exists");
         let _ = waiting.reply.send(Ok(replies));
+        if refused {
+            return Ok(Refusal::Seen);
+        }
     }
-    Ok(refused)
+    Ok(Refusal::Clean)
 }
 
 async fn parse_reply(conn: &mut Conn, text: &str) -> std::result::Result<Reply, Failure> {
@@ -545,8 +611,43 @@ mod tests {
         }
         counts.sort();
         assert_eq!(counts, (1..=200).collect::<Vec<u64>>(), "every increment once");
-        let writes = client.writes.load(std::sync::atomic::Ordering::Relaxed);
+        let writes = client.pool.writes.load(std::sync::atomic::Ordering::Relaxed);
         assert!(writes < 200, "{writes} writes for 201 pipelines on one connection: none was shared");
+    }
+
+    /// Against the test server: in a shared write, the pipeline that got an
+    /// error reply has its replies, and the pipelines after it fail as
+    /// `Unavailable` (they may have run, but their replies are not trusted
+    /// on a connection that may be out of step); the ones before it are
+    /// answered.
+    #[tokio::test]
+    async fn the_pipelines_after_an_error_reply_in_a_shared_write_fail_as_unavailable() {
+        let Some(url) = conformance::service_url("COUNTERS_TEST_MEMCACHE_URL") else { return };
+        let config = ClientConfig {
+            addr: crate::MemcacheTarget::parse(&url).unwrap().addr(),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            max_connections: 1,
+        };
+        let pool = Pool::new(config);
+        let mut batch = VecDeque::new();
+        let mut receivers = Vec::new();
+        for request in [&b"mn\r\n"[..], b"mg refused-flag !\r\nmn\r\n", b"mn\r\n"] {
+            let (reply, replies) = oneshot::channel();
+            let count = request.windows(2).filter(|w| w == b"\r\n").count();
+            batch.push_back(Waiting { buf: request.to_vec(), count, reply });
+            receivers.push(replies);
+        }
+        pool.send(&mut batch).await;
+        assert!(batch.is_empty(), "every pipeline got an answer");
+        let before = receivers.remove(0).await.unwrap().unwrap();
+        assert_eq!(before[0].status, Status::Noop);
+        let refused = receivers.remove(0).await.unwrap().unwrap();
+        assert!(matches!(refused[0].status, Status::Refused(ErrorKind::Permanent)), "{refused:?}");
+        assert_eq!(refused[1].status, Status::Noop);
+        let after = receivers.remove(0).await.unwrap().unwrap_err();
+        assert_eq!(after.kind(), ErrorKind::Unavailable, "{after}");
+        assert!(pool.idle.lock().await.is_empty(), "the connection is not reused");
     }
 
     #[test]

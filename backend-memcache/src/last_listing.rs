@@ -8,14 +8,17 @@
 //! every cell again cost the server more than the increments did (about
 //! six gets per increment with 10,000 counters dirty and the gauges read
 //! ten times a second). So [`stats`](crate::MemcacheCache) answers from
-//! the last listing while it is younger than [`FRESH_FOR`], minus the cells
-//! this process claimed since; older, it lists again.
+//! the last listing while it is younger than [`FRESH_FOR`]; older, it
+//! lists again.
 //!
 //! The engine's backpressure counts on the gauges being current for what
 //! this process did: a cell this process makes dirty (an increment of a
-//! clean cell, a load with a delta, a set) drops the last listing, so the
-//! next gauges list again, and a cell it claims is taken out. A listing
-//! that ran while either happened is not kept (it may predate the change).
+//! clean cell, or one whose outcome is unknown, a load with a delta, a
+//! set) or claims (a claim may leave a cell dirty with what was added
+//! meanwhile) drops the last listing, so the next gauges list again; and
+//! a listing that ran while either happened is not kept (it may predate
+//! the change). So a flush pass that claimed costs one listing more; the
+//! gauges asked between two passes cost none.
 //! Cells other processes dirtied or flushed are counted at the next
 //! listing (within [`FRESH_FOR`]). Nothing but the gauges reads this:
 //! flushing, listings and their repair of a vanished index always read the
@@ -80,22 +83,12 @@ impl LastListing {
         last.snapshot = Some(Snapshot { at, restarts, dirty });
     }
 
-    /// This process made a cell dirty: the next gauges list again.
-    pub(crate) fn dirtied(&self) {
+    /// This process made a cell dirty, or may have, or claimed cells: the
+    /// next gauges list again.
+    pub(crate) fn changed(&self) {
         let mut last = self.last.lock().expect("last listing lock");
         last.changes += 1;
         last.snapshot = None;
-    }
-
-    /// Takes cells this process claimed out of the last listing.
-    pub(crate) fn claimed<'a>(&self, encs: impl Iterator<Item = &'a str>) {
-        let mut last = self.last.lock().expect("last listing lock");
-        last.changes += 1;
-        if let Some(snapshot) = last.snapshot.as_mut() {
-            for enc in encs {
-                snapshot.dirty.remove(&self.hasher.hash_one(enc));
-            }
-        }
     }
 
     /// The gauges of the last listing if it is fresh and of this server
@@ -109,7 +102,7 @@ impl LastListing {
     /// Forgets the last listing (the next gauges list again).
     #[cfg(feature = "testing")]
     pub(crate) fn clear(&self) {
-        self.dirtied();
+        self.changed();
     }
 }
 
@@ -118,25 +111,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gauges_come_from_a_fresh_listing_minus_the_cells_claimed_since() {
+    fn gauges_come_from_a_fresh_listing_until_this_process_changes_a_cell() {
         let listing = LastListing::default();
         assert_eq!(listing.gauges(0), None, "nothing listed yet");
         let (now, changes) = listing.begin();
         listing.record((now, changes), 0, [("a", 30), ("b", 10), ("c", 20)].into_iter());
         assert_eq!(listing.gauges(0), Some((3, Some(10))));
-        let during = listing.begin();
-        listing.claimed(["b", "unknown"].into_iter());
-        assert_eq!(listing.gauges(0), Some((2, Some(20))));
         assert_eq!(listing.gauges(1), None, "another server instance");
-        listing.record(during, 0, [("b", 10)].into_iter());
-        assert_eq!(listing.gauges(0), Some((2, Some(20))), "a listing that ran during a claim is not kept");
         // An older listing finishing late does not replace a newer one.
-        let (_, changes) = listing.begin();
         listing.record((now - Duration::from_millis(5), changes), 0, std::iter::empty());
-        assert_eq!(listing.gauges(0), Some((2, Some(20))));
-        // A cell this process dirties drops the listing.
-        listing.dirtied();
+        assert_eq!(listing.gauges(0), Some((3, Some(10))));
+        // A change (a cell dirtied, a claim) drops the listing, and one that
+        // ran during the change is not kept.
+        let during = listing.begin();
+        listing.changed();
         assert_eq!(listing.gauges(0), None);
+        listing.record(during, 0, [("b", 10)].into_iter());
+        assert_eq!(listing.gauges(0), None, "a listing that ran during a change is not kept");
+        let after = listing.begin();
+        listing.record(after, 0, [("c", 20)].into_iter());
+        assert_eq!(listing.gauges(0), Some((1, Some(20))));
         // A stale one is not answered from.
         let stale = LastListing::default();
         stale.record((now - FRESH_FOR, 0), 0, [("a", 1)].into_iter());

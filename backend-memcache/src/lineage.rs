@@ -518,7 +518,7 @@ impl MemcacheCache {
                                 i128::from(decode_total(reported)) - i128::from(mark.offset.report(mark.mark));
                             if pending == i128::from(delta) {
                                 // It was clean: the gauges must list again.
-                                self.last_listing.dirtied();
+                                self.last_listing.changed();
                             }
                         }
                         Landed::Elsewhere(_) => {

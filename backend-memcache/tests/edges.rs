@@ -306,9 +306,9 @@ async fn a_listing_of_due_cells_still_carries_the_cells_it_compacts() {
     assert_eq!(listed.iter().map(|d| (d.cell.clone(), d.pending)).collect::<Vec<_>>(), [(Cell::Counter(k), 5)]);
 }
 
-/// The gauges answer from this process's last listing for up to a second,
-/// minus the cells it claimed since, instead of reading every dirty cell's
-/// state each time; then they list the index again.
+/// The gauges answer from this process's last listing for up to a second
+/// instead of reading every dirty cell's state each time (a claim of this
+/// process makes them list again); then they list the index again.
 #[tokio::test]
 async fn gauges_come_from_the_last_listing_for_a_second_then_list_again() {
     let Some(url) = service_url() else { return };
@@ -323,7 +323,7 @@ async fn gauges_come_from_the_last_listing_for_a_second_then_list_again() {
     assert_eq!(two.dirty(u64::MAX, 10).await.unwrap().len(), 2);
     assert_eq!(two.stats().await.unwrap().dirty_cells, 2);
     let batch = two.claim(BatchId::new(), &[Cell::Counter(a.clone())]).await.unwrap();
-    assert_eq!(two.stats().await.unwrap().dirty_cells, 1, "a, claimed by this process, is out");
+    assert_eq!(two.stats().await.unwrap().dirty_cells, 1, "listed again after this process claimed a");
     two.ack(batch.id).await.unwrap();
     applied(&one, &c, 1).await;
     let listed = std::time::Instant::now();
