@@ -14,6 +14,7 @@ use counter_core::{
 
 use crate::harness::Backends;
 
+pub use crate::cancelled::*;
 pub use crate::cold::*;
 pub use crate::convergence::*;
 pub use crate::delivery::*;

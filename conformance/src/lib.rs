@@ -25,6 +25,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod cancelled;
 pub mod cases;
 pub mod cold;
 pub mod convergence;
@@ -101,6 +102,7 @@ macro_rules! conformance_suite {
             hostile_names_stay_distinct_and_list_literally,
             counters_idle_beyond_a_lease_still_flush,
             cold_counters_load_in_few_reads,
+            cancelled_increments_fail_no_one_else_and_count_at_most_once,
             cold_counters_refused_together_while_the_store_is_down,
             dirty_counters_list_one_namespace_by_name,
             a_retried_keyed_increment_counts_once,
