@@ -10,11 +10,14 @@
 //! sent the registration too. Nothing is removed on the hot path.
 //!
 //! Listing reads the lists from the head (the oldest window not compacted)
-//! to now and the state of every cell they name, and keeps those with a
-//! pending delta. Windows that closed more than `clock_margin` ago are
-//! compacted: the cells still dirty are appended to the current window
-//! (keeping their stamps), then the old lists are deleted and the head
-//! moves on. A list is appended with an add then an append in one
+//! to now and the state of the cells they name, and keeps those with a
+//! pending delta. A flusher's listing of the cells due by a cut-off reads
+//! only the cells registered by then and those in windows it compacts;
+//! the gauges answer from the last complete listing while it is fresh
+//! (see [`crate::last_listing`]). Windows that closed more than
+//! `clock_margin` ago are compacted: the cells still dirty are appended to
+//! the current window (keeping their stamps), then the old lists are
+//! deleted and the head moves on. A list is appended with an add then an append in one
 //! pipeline, so the line lands whether or not the list existed (twice at
 //! worst; reading deduplicates).
 //!
@@ -24,10 +27,11 @@
 //! carried and re-appended lines) for the windows not compacted yet, and
 //! puts back those that vanished:
 //!
-//! - every listing (`dirty`, `stats`: each tick of a flusher) checks that
-//!   every line this process had landed before it started is in the lists
-//!   it read, and appends the missing ones whose cell is cached to the
-//!   current window (they are listed by that same call already);
+//! - every listing (`dirty` on each pass of a flusher, `stats` when it
+//!   lists) checks that every line this process had landed before it
+//!   started is in the lists it read, and appends the missing ones whose
+//!   cell is cached to the current window (they are listed by that same
+//!   call already);
 //! - a registration whose add created a list this process had appended to
 //!   before in that window shows that the list vanished: its lines go back;
 //! - a process that did not list in the last two windows checks, with its
