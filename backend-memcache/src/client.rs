@@ -566,18 +566,24 @@ mod tests {
         assert_eq!(String::from_utf8(p.buf).unwrap(), "mg a v c\r\nms b 3 ME\r\nx y\r\nma c D5 v\r\nmd d\r\nmn\r\n");
     }
 
+    /// A configuration of one connection to the test server, or `None`
+    /// after a loud message (a panic under `CI=true`).
+    fn one_connection_to_the_test_server() -> Option<ClientConfig> {
+        let url = conformance::service_url("COUNTERS_TEST_MEMCACHE_URL")?;
+        Some(ClientConfig {
+            addr: crate::MemcacheTarget::parse(&url).unwrap().addr(),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            max_connections: 1,
+        })
+    }
+
     /// Against the test server: with one connection, 200 concurrent
     /// callers' pipelines go out in shared writes, and each caller gets
     /// its own replies, in its own order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_pipelines_share_writes_and_each_gets_its_own_replies() {
-        let Some(url) = conformance::service_url("COUNTERS_TEST_MEMCACHE_URL") else { return };
-        let config = ClientConfig {
-            addr: crate::MemcacheTarget::parse(&url).unwrap().addr(),
-            timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(10),
-            max_connections: 1,
-        };
+        let Some(config) = one_connection_to_the_test_server() else { return };
         let client = std::sync::Arc::new(Client::new(config));
         let prefix = format!("client-{:016x}", rand::random::<u64>());
         let mut p = Pipeline::new();
@@ -614,13 +620,7 @@ mod tests {
     /// get their replies, and the connection is not reused.
     #[tokio::test]
     async fn an_error_reply_in_a_shared_write_is_one_commands_and_the_connection_is_dropped() {
-        let Some(url) = conformance::service_url("COUNTERS_TEST_MEMCACHE_URL") else { return };
-        let config = ClientConfig {
-            addr: crate::MemcacheTarget::parse(&url).unwrap().addr(),
-            timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(10),
-            max_connections: 1,
-        };
+        let Some(config) = one_connection_to_the_test_server() else { return };
         let pool = Pool::new(config);
         let mut batch = VecDeque::new();
         let mut receivers = Vec::new();
