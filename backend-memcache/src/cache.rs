@@ -188,12 +188,12 @@ impl MemcacheCache {
     /// name (a different one is a hash collision); without it, the raw id
     /// found must encode to `enc`. Returns the state (without the total),
     /// the item's token and the raw id.
-    pub(crate) fn flushed_from(
+    pub(crate) fn flushed_from<'r>(
         &self,
-        reply: &Reply,
+        reply: &'r Reply,
         enc: &str,
         expected: Option<&str>,
-    ) -> Result<(Option<Flushed>, u64, Option<String>)> {
+    ) -> Result<(Option<Flushed>, u64, Option<&'r str>)> {
         let reply = reply.check()?;
         match reply.status {
             Status::Miss => Ok((None, 0, None)),
@@ -210,7 +210,7 @@ impl MemcacheCache {
                     None if encode(raw) != enc => return Err(corrupt(self.layout.flushed(enc), value)),
                     _ => {}
                 }
-                Ok((Some(flushed), reply.cas.unwrap_or(0), Some(raw.to_string())))
+                Ok((Some(flushed), reply.cas.unwrap_or(0), Some(raw)))
             }
             _ => Err(corrupt(self.layout.flushed(enc), reply.text().unwrap_or("").as_bytes())),
         }
@@ -274,7 +274,7 @@ impl MemcacheCache {
             if matches!(state, State::Absent | State::Frozen { .. }) && lineage.is_some() {
                 self.forget_lineage(enc);
             }
-            out.push((state, raw));
+            out.push((state, raw.map(str::to_string)));
         }
         if !second.is_empty() {
             let mut p = Pipeline::new();

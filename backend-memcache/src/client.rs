@@ -13,7 +13,6 @@
 //! caller that gets a connection sends every pipeline waiting in one write.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,9 +96,13 @@ pub(crate) struct Pipeline {
     count: usize,
 }
 
+/// The buffer a new pipeline starts with, bytes.
+const PIPELINE_START_BYTES: usize = 512;
+
 impl Pipeline {
     pub(crate) fn new() -> Pipeline {
-        Pipeline::default()
+        // Room for an increment's two commands without growing.
+        Pipeline { buf: Vec::with_capacity(PIPELINE_START_BYTES), ..Pipeline::default() }
     }
 
     /// Number of commands.
@@ -113,7 +116,9 @@ impl Pipeline {
 
     fn line(&mut self, verb: &str, key: &str, flags: &str) {
         debug_assert!(key_is_safe(key), "unsafe memcached key {key:?}");
-        let _ = write!(ByteWriter(&mut self.buf), "{verb} {key}");
+        self.buf.extend_from_slice(verb.as_bytes());
+        self.buf.push(b' ');
+        self.buf.extend_from_slice(key.as_bytes());
         if !flags.is_empty() {
             self.buf.push(b' ');
             self.buf.extend_from_slice(flags.as_bytes());
@@ -155,15 +160,6 @@ impl Pipeline {
         self.buf.extend_from_slice(b"mn\r\n");
         self.count += 1;
         self
-    }
-}
-
-struct ByteWriter<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for ByteWriter<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
     }
 }
 

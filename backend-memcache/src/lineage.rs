@@ -21,7 +21,7 @@ use tracing::warn;
 use crate::cache::{CellRef, MemcacheCache, State, overflow};
 use crate::client::{Pipeline, Reply, Status};
 use crate::dirty::registrations_ok;
-use crate::layout::parse_raw_id;
+use crate::layout::{parse_raw_id, push_decimal};
 use crate::values::{
     Flushed, Offset, corrupt, decode_total, encode_total, incr_amount, parse_u64, undo_amount, wrapped,
 };
@@ -195,7 +195,11 @@ impl MemcacheCache {
             let regs = self.registry.needed(self.client.restarts(), cell.into_iter().filter(|_| delta != 0));
             let mut p = Pipeline::new();
             self.push_registrations(&mut p, &regs);
-            p.arith(&self.layout.total(&c.enc, lineage), &format!("D{} v", incr_amount(delta)));
+            let mut flags = String::with_capacity(24);
+            flags.push('D');
+            push_decimal(&mut flags, incr_amount(delta));
+            flags.push_str(" v");
+            p.arith(&self.layout.total(&c.enc, lineage), &flags);
             p.get(&self.layout.flushed(&c.enc), "v c");
             let replies = self.client.run(&p).await?;
             let (reg_replies, rest) = replies.split_at(regs.replies());

@@ -534,6 +534,31 @@ fn cached_value(cell: &Cell, value: Value) -> Result<Option<CachedValue>> {
     Ok(Some(CachedValue { total, pending }))
 }
 
+/// Arguments of the bare add's `BITFIELD`, the command's name included.
+const BARE_ADD_ARGS: usize = 14;
+
+/// Bytes of the bare add's arguments beside the key: the words and the
+/// delta (at most 20 digits).
+const BARE_ADD_BYTES: usize = 72;
+
+/// The three fields of a `BITFIELD` reply (`None` for a nil: an `INCRBY`
+/// refused by `OVERFLOW FAIL`), read straight from the reply; `None` for
+/// any other shape.
+fn bare_add_reply(reply: &Value) -> Option<[Option<i64>; 3]> {
+    let field = |value: &Value| match value {
+        Value::Int(n) => Some(Some(*n)),
+        Value::Nil => Some(None),
+        _ => None,
+    };
+    match reply {
+        Value::Array(items) => match items.as_slice() {
+            [a, b, c] => Some([field(a)?, field(b)?, field(c)?]),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn applied(total: i64, flushed: i64) -> CacheIncr {
     CacheIncr::Applied { total, pending: i128::from(total) - i128::from(flushed) }
 }
@@ -568,20 +593,21 @@ impl CacheLayer for RedisCache {
         let Some(lease) = self.lease_of(key) else {
             return self.register_and_add(key, value, delta).await.map_err(|e| e.with_key(key));
         };
-        // The hot path: one command.
-        let mut cmd = redis::cmd("BITFIELD");
-        cmd.arg(&value)
+        // The hot path: one command, its buffers sized once.
+        let mut cmd = redis::Cmd::with_capacity(BARE_ADD_ARGS, value.len() + BARE_ADD_BYTES);
+        cmd.arg("BITFIELD")
+            .arg(&value)
             .arg(&["GET", "i64", "#0", "OVERFLOW", "FAIL", "INCRBY", "i64", "#1"][..])
             .arg(delta)
             .arg(&["GET", "i64", "#2"][..]);
-        let reply: Vec<Option<i64>> = self.command(&cmd).await.map_err(|e| e.with_key(key))?;
-        match reply.as_slice() {
-            [Some(1), Some(total), Some(flushed)] => {
+        let reply: Value = self.command(&cmd).await.map_err(|e| e.with_key(key))?;
+        match bare_add_reply(&reply) {
+            Some([Some(1), Some(total), Some(flushed)]) => {
                 self.note_bare_add(key, &lease);
-                Ok(applied(*total, *flushed))
+                Ok(applied(total, flushed))
             }
-            [Some(1), None, _] => Err(overflow(key)),
-            [Some(0), added, _] => {
+            Some([Some(1), None, _]) => Err(overflow(key)),
+            Some([Some(0), added, _]) => {
                 // Lost: no bare adds until a reload registers it again.
                 self.leases.remove(key);
                 match added {

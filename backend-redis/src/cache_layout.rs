@@ -77,10 +77,13 @@ impl Layout {
     /// `key_in` for a key's display form, in one allocation (on every
     /// increment).
     fn key_of_counter(&self, shard: usize, kind: &str, key: &Key) -> String {
-        use std::fmt::Write;
         let tag = &self.tags[shard];
+        // The key's text is its namespace, a separator and its name: as long
+        // as its display form.
         let mut text = String::with_capacity(tag.len() + kind.len() + key.namespace().len() + 1 + key.name().len());
-        write!(text, "{tag}{kind}{key}").expect("a String takes any text");
+        text.push_str(tag);
+        text.push_str(kind);
+        key.push_display(&mut text);
         text
     }
 

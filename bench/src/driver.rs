@@ -52,6 +52,9 @@ pub struct LoadOutcome {
     pub elapsed: Duration,
     /// Latency of the calls timed.
     pub latency: LatencySummary,
+    /// CPU time the whole process used meanwhile (every thread: the load
+    /// tasks, and for the library its background work), if readable.
+    pub client_cpu: Option<Duration>,
 }
 
 impl LoadOutcome {
@@ -93,6 +96,7 @@ pub async fn run_load<T: IncrTarget>(
     let shared =
         Arc::new(Shared { stop: AtomicBool::new(false), done: (0..tasks).map(|_| Padded::default()).collect() });
     let per_task = spec.increments.map(|n| n.div_ceil(tasks as u64));
+    let cpu_before = crate::process_cpu::used();
     let started = Instant::now();
     let handles: Vec<_> = sequences
         .into_iter()
@@ -129,6 +133,7 @@ pub async fn run_load<T: IncrTarget>(
     }
     outcome.elapsed = last - started;
     outcome.latency = latency.summary();
+    outcome.client_cpu = crate::process_cpu::used().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
     observe(outcome.increments + outcome.errors, outcome.elapsed);
     outcome
 }

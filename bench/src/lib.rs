@@ -26,6 +26,7 @@ pub mod machine;
 pub mod memcache_raw;
 pub mod memory_size;
 pub mod pending_age;
+pub mod process_cpu;
 pub mod process_memory;
 pub mod progress;
 pub mod redis_benchmark;

@@ -74,6 +74,7 @@ async fn read_line(stream: &mut BufReader<TcpStream>) -> Result<String, String> 
 /// Runs one connection per sequence for `duration`, pipelining [`PIPELINE`]
 /// increments at a time. The latency is that of a whole pipeline.
 pub async fn run(address: &str, keys: &[String], sequences: Vec<TaskSequence>, duration: Duration) -> LoadOutcome {
+    let cpu_before = crate::process_cpu::used();
     let started = Instant::now();
     let handles: Vec<_> = sequences
         .into_iter()
@@ -98,6 +99,7 @@ pub async fn run(address: &str, keys: &[String], sequences: Vec<TaskSequence>, d
     }
     outcome.elapsed = started.elapsed();
     outcome.latency = latency.summary();
+    outcome.client_cpu = crate::process_cpu::used().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
     outcome
 }
 

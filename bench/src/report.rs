@@ -156,6 +156,10 @@ pub struct Phase {
     /// commandstats`, memcached `stats`), flushes included.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerWork>,
+    /// CPU microseconds this process (the client side: the load tasks, the
+    /// library and its background work) used per successful increment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cpu_usec_per_increment: Option<f64>,
 }
 
 impl Phase {
@@ -169,6 +173,9 @@ impl Phase {
             elapsed_s: outcome.elapsed.as_secs_f64(),
             ops_per_sec: outcome.ops_per_sec(),
             latency: outcome.latency,
+            client_cpu_usec_per_increment: outcome
+                .client_cpu
+                .map(|cpu| cpu.as_secs_f64() * 1e6 / outcome.increments.max(1) as f64),
             ..Phase::default()
         }
     }
@@ -312,6 +319,9 @@ impl RunReport {
             }
         }
         for phase in std::iter::once(&self.library).chain(&self.baselines) {
+            if let (Some(client), Some(_)) = (phase.client_cpu_usec_per_increment, &phase.server) {
+                let _ = writeln!(out, "client, {}: {client:.2} µs of CPU per increment (this process)", phase.name);
+            }
             if let Some(server) = &phase.server {
                 let calls: Vec<String> =
                     server.calls.iter().map(|(name, n)| format!("{name} {}", si(*n as f64))).collect();

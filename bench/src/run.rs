@@ -483,6 +483,16 @@ fn ratios(library: &Phase, baselines: &[Phase]) -> Vec<Ratio> {
                 library: lib.cpu_usec_per_increment,
                 baseline: raw.cpu_usec_per_increment,
             });
+            if let (Some(lib), Some(raw)) =
+                (library.client_cpu_usec_per_increment, baseline.client_cpu_usec_per_increment)
+            {
+                out.push(Ratio {
+                    name: format!("client CPU per increment: library / {}", baseline.name),
+                    value: lib / raw.max(1e-12),
+                    library: lib,
+                    baseline: raw,
+                });
+            }
         }
         if let (Some(direct), Some(lib)) = (baseline.requests_per_increment, library.requests_per_increment) {
             out.push(Ratio {

@@ -126,6 +126,23 @@ impl Key {
         }
     }
 
+    /// Appends the display form (as [`Display`](fmt::Display) writes it)
+    /// to `out`, without the formatting machinery: for backends that build
+    /// a key name on every increment.
+    ///
+    /// ```
+    /// # use counter_core::Key;
+    /// let mut out = String::from("v:");
+    /// Key::new("clicks", "ad42").unwrap().push_display(&mut out);
+    /// Key::named("a/b").unwrap().push_display(&mut out);
+    /// assert_eq!(out, "v:clicks/ad42/a/b");
+    /// ```
+    pub fn push_display(&self, out: &mut String) {
+        let split = self.split();
+        let (namespace, name) = (&self.text[..split], &self.text[split + 1..]);
+        write_display(out, namespace, name).expect("a String takes any text");
+    }
+
     /// The namespace (empty for the default namespace).
     pub fn namespace(&self) -> &str {
         &self.text[..self.split()]
