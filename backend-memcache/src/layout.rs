@@ -72,9 +72,13 @@ pub(crate) fn parse_raw_id(raw: &str) -> Result<Cell> {
 
 /// The encoded id of a raw id (see the module docs).
 pub(crate) fn encode(raw: &str) -> String {
+    if raw.len() <= MAX_DIRECT && raw.bytes().all(is_direct) {
+        // Most ids: nothing to escape.
+        return raw.to_string();
+    }
     let mut out = String::with_capacity(raw.len());
     for b in raw.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/') {
+        if is_direct(b) {
             out.push(b as char);
         } else {
             const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
@@ -87,6 +91,11 @@ pub(crate) fn encode(raw: &str) -> String {
         }
     }
     out
+}
+
+/// Whether a byte of a raw id stands for itself in the encoded id.
+fn is_direct(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/')
 }
 
 /// 128-bit FNV-1a: stable across processes, platforms and versions.
@@ -117,9 +126,11 @@ pub(crate) fn dirty_shard(enc: &str, shards: u16) -> u16 {
 /// Appends `n` as 16 lowercase hex digits (as `{:016x}` does).
 fn push_hex16(out: &mut String, n: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..16).rev() {
-        out.push(char::from(DIGITS[((n >> (shift * 4)) & 0xf) as usize]));
+    let mut text = [0u8; 16];
+    for (i, digit) in text.iter_mut().enumerate() {
+        *digit = DIGITS[((n >> ((15 - i) * 4)) & 0xf) as usize];
     }
+    out.push_str(std::str::from_utf8(&text).expect("ASCII digits"));
 }
 
 /// Appends `n` in decimal (as `{}` does).
