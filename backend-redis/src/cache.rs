@@ -541,9 +541,9 @@ const BARE_ADD_ARGS: usize = 14;
 /// delta (at most 20 digits).
 const BARE_ADD_BYTES: usize = 72;
 
-/// The three fields of a `BITFIELD` reply (`None` for a nil: an `INCRBY`
-/// refused by `OVERFLOW FAIL`), read straight from the reply; `None` for
-/// any other shape.
+/// The three fields of a counter's `BITFIELD` reply (state, total, mark;
+/// `None` for a nil: an `INCRBY` refused by `OVERFLOW FAIL`), read
+/// straight from the reply; `None` for any other shape.
 fn bare_add_reply(reply: &Value) -> Option<[Option<i64>; 3]> {
     let field = |value: &Value| match value {
         Value::Int(n) => Some(Some(*n)),
@@ -583,10 +583,10 @@ impl CacheLayer for RedisCache {
         if delta == 0 {
             let mut cmd = redis::cmd("BITFIELD");
             cmd.arg(&value).arg(&["GET", "i64", "#0", "GET", "i64", "#1", "GET", "i64", "#2"][..]);
-            let reply: Vec<Option<i64>> = self.command(&cmd).await.map_err(|e| e.with_key(key))?;
-            return match reply.as_slice() {
-                [Some(1), Some(total), Some(flushed)] => Ok(applied(*total, *flushed)),
-                [Some(_), _, _] => Ok(CacheIncr::Missing),
+            let reply: Value = self.command(&cmd).await.map_err(|e| e.with_key(key))?;
+            return match bare_add_reply(&reply) {
+                Some([Some(1), Some(total), Some(flushed)]) => Ok(applied(total, flushed)),
+                Some([Some(_), _, _]) => Ok(CacheIncr::Missing),
                 _ => Err(corrupt(key, &format!("{reply:?}"))),
             };
         }
@@ -1043,5 +1043,34 @@ impl CacheFaults for RedisCache {
         let _ = part;
         let _: i64 = self.command(redis::cmd("DEL").arg(self.layout.counter_value(key))).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::bare_add_reply;
+
+    #[test]
+    fn a_bitfield_reply_is_three_fields_or_nothing() {
+        let reply = |items: Vec<Value>| Value::Array(items);
+        assert_eq!(
+            bare_add_reply(&reply(vec![Value::Int(1), Value::Int(i64::MIN), Value::Int(-3)])),
+            Some([Some(1), Some(i64::MIN), Some(-3)])
+        );
+        assert_eq!(
+            bare_add_reply(&reply(vec![Value::Int(1), Value::Nil, Value::Int(0)])),
+            Some([Some(1), None, Some(0)])
+        );
+        for bad in [
+            reply(vec![Value::Int(1), Value::Int(2)]),
+            reply(vec![Value::Int(1), Value::Int(2), Value::Int(3), Value::Int(4)]),
+            reply(vec![Value::Int(1), Value::Okay, Value::Int(3)]),
+            Value::Int(1),
+            Value::Nil,
+        ] {
+            assert_eq!(bare_add_reply(&bad), None, "{bad:?}");
+        }
     }
 }
