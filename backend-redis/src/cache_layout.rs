@@ -78,8 +78,8 @@ impl Layout {
     /// increment).
     fn key_of_counter(&self, shard: usize, kind: &str, key: &Key) -> String {
         let tag = &self.tags[shard];
-        // The key's text is its namespace, a separator and its name: as long
-        // as its display form.
+        // The display form is the namespace, a separator and the name, or
+        // the name alone (the default namespace): never longer than this.
         let mut text = String::with_capacity(tag.len() + kind.len() + key.namespace().len() + 1 + key.name().len());
         text.push_str(tag);
         text.push_str(kind);

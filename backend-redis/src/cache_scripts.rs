@@ -69,6 +69,12 @@ local function span(t, f)
   if l < 0 then h, l = h - 1, l + 4294967296 end
   return h, l
 end
+-- a non-negative integer below 2^53 (milliseconds) as 8 big-endian bytes
+local function bytes_of(n)
+  local hi, lo = math.floor(n / 4294967296), n % 4294967296
+  return string.char(math.floor(hi / 16777216) % 256, math.floor(hi / 65536) % 256, math.floor(hi / 256) % 256,
+    hi % 256, math.floor(lo / 16777216) % 256, math.floor(lo / 65536) % 256, math.floor(lo / 256) % 256, lo % 256)
+end
 -- a small non-negative i64 (milliseconds) as a number
 local function ms_of(b)
   if #b < 8 then return nil end
@@ -272,6 +278,7 @@ return {'ok'}
 const CLAIM: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'refused'} end
 local out, rec = {'ok'}, {}
+local now = bytes_of(tonumber(ARGV[3]))
 local function record(member, old, new)
   table.insert(rec, member)
   table.insert(out, member)
@@ -285,14 +292,16 @@ for i = 1, #KEYS - 4 do
     local t, f = fields(h)
     if t and t ~= f then
       local hi, lo = span(t, f)
+      local nf = t
       if hi >= -2147483648 and hi <= 2147483647 then
-        redis.call('SETRANGE', h, 16, t)
+        -- the common case in one write: F = T, and the clean time
+        redis.call('SETRANGE', h, 16, t .. now)
       else
         redis.call('BITFIELD', h, 'INCRBY', 'i64', '#2', hi > 0 and '9223372036854775807' or '-9223372036854775808')
+        redis.call('SETRANGE', h, 24, now)
+        nf = redis.call('GETRANGE', h, 16, 23)
         clean = false
       end
-      redis.call('BITFIELD', h, 'SET', 'i64', '#3', ARGV[3])
-      local nf = redis.call('GETRANGE', h, 16, 23)
       record(member, f, nf)
       table.insert(rec, f .. nf)
     end

@@ -321,6 +321,65 @@ async fn leases_register_once_are_swept_and_expire() {
     assert_eq!(drain(&cache, &cell).await, 4);
 }
 
+/// The time a counter was last known clean, `#3` of its string, read raw
+/// (a standalone cache of one shard).
+async fn clean_time(url: &str, prefix: &str, key: &Key) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let bytes: Vec<u8> = redis::cmd("GETRANGE")
+        .arg(format!("{{{prefix}0}}v:{key}"))
+        .arg(24)
+        .arg(31)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    u64::from_be_bytes(bytes.try_into().expect("a loaded counter's string holds 32 bytes"))
+}
+
+/// A claim records its time in each counter it claims (`#3`), whether it
+/// moved the whole pending delta or, beyond the i64 range, a part of it;
+/// an add after a claim that left the counter clean dates its dirty mark
+/// from that time, through a bare add and its process's sweep.
+#[tokio::test]
+async fn a_claim_records_its_time_and_a_counter_dirtied_after_it_is_dated_from_it() {
+    let Some(url) = service_url(STANDALONE) else { return };
+    let prefix = random_prefix();
+    let cache = cache_at(&url, &prefix, None).await;
+
+    let k = key("dated");
+    let cell = Cell::Counter(k.clone());
+    cache.load(&k, 0, 0).await.unwrap();
+    applied(&cache, &k, 1).await;
+    let before = counter_core::now_ms();
+    assert_eq!(drain(&cache, &cell).await, 1);
+    let after = counter_core::now_ms();
+    let clean = clean_time(&url, &prefix, &k).await;
+    assert!((before..=after).contains(&clean), "clean at {clean}, the claim ran in {before}..={after}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(applied(&cache, &k, 2).await, (3, 2), "a bare add");
+    cache.sweep(false).await.unwrap();
+    let listed = cache.dirty(u64::MAX, 100).await.unwrap();
+    let since = listed.iter().find(|d| d.cell == cell).expect("indexed by the sweep").dirty_since_ms;
+    assert_eq!(since, clean, "dirty since the claim left it clean");
+
+    // Pending beyond i64: the first claim moves i64::MAX and leaves the
+    // counter dirty; it records its time all the same.
+    let wide = key("wide");
+    let wide_cell = Cell::Counter(wide.clone());
+    cache.load(&wide, i64::MIN, 0).await.unwrap();
+    assert_eq!(cache.set(&wide, i64::MAX).await.unwrap(), Some(i64::MIN));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let id = BatchId::new();
+    let before = counter_core::now_ms();
+    let batch = cache.claim(id, std::slice::from_ref(&wide_cell)).await.unwrap();
+    let after = counter_core::now_ms();
+    assert_eq!(batch.entries.iter().map(|e| e.delta).collect::<Vec<_>>(), [i64::MAX], "a part");
+    cache.ack(id).await.unwrap();
+    assert!(is_dirty(&cache, &wide_cell).await, "the rest is pending");
+    let clean = clean_time(&url, &prefix, &wide).await;
+    assert!((before..=after).contains(&clean), "clean at {clean}, the claim ran in {before}..={after}");
+}
+
 /// A leased counter whose string is lost: the bare add finds no loaded
 /// counter and takes its delta back, so the reload installs the store's
 /// value and nothing counted into the lost string survives as a total.
